@@ -6,10 +6,14 @@ int4 variant, then for each: load time with `load_chatglm2`, speed of a 512-toke
 greedy new tokens with `model.generate`, and peak GPU memory. Prints a table; asserts nothing
 about time. `--small --device cpu` runs the same path on a tiny model (for a CPU-only machine).
 
-    python benchmarks/gpu_check.py            # on a GPU, about 3-5 minutes
+    python benchmarks/gpu_check.py            # on a GPU, about 3 minutes
     python benchmarks/gpu_check.py --small --device cpu
+
+Measured (torch 2.11, transformers 5.17): decode tokens/s, dynamic cache / static cache (compiled):
+H100 fp16 15 / 127, int4 16 / 75; H200 fp16 16 / 163, int4 18 / -. Peak memory fp16 11.8 GB,
+int4 4.15 GB. The reloaded fp16 model's logits equal the in-memory model's exactly.
 """
-import argparse, gc, platform, shutil, sys, tempfile, time
+import argparse, gc, os, platform, shutil, sys, tempfile, time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # import fc_chatglm from the repo root
@@ -127,13 +131,19 @@ def main():
         size = lambda f: sum(x.stat().st_size for x in f.iterdir()) / GB
         print(f'wrote fp16 sharded ({size(root/"fp16"):.2f} GB) in {fp16_s:.1f}s, int4 ({size(root/"int4"):.2f} GB) '
               f'in {int4_s:.1f}s to {root}', flush=True)
+        _, flush_s = timed(os.sync, dev)  # let the writes reach the disk before anything is timed
+        print(f'flushed to disk in {flush_s:.1f}s', flush=True)
         del model
         rows = []
         runs = [('fp16', root/'fp16', {'ref_logits': ref_logits}), ('int4', root/'int4', {})]
         # last, as torch.compile may take minutes: the eager prefill stands in for the static run's prefill
-        if not args.no_static: runs.append(('fp16 static', root/'fp16', {'cache_implementation': 'static'}))
+        if not args.no_static:
+            runs += [('fp16 static', root/'fp16', {'cache_implementation': 'static'}),
+                     ('int4 static', root/'int4', {'cache_implementation': 'static'})]
         for name, folder, kw in runs:
-            if name == 'fp16 static': kw['prefill_s'] = rows[0].get('prefill_s', 0.0)
+            if name.endswith(' static'):
+                eager = next((r for r in rows if r['variant'] == name.split()[0]), {})
+                kw['prefill_s'] = eager.get('prefill_s', 0.0)
             try: rows.append(bench(name, folder, args, ids, **kw))
             except Exception as e:  # one failing variant should not hide the others' numbers
                 print(f'{name}: FAILED {type(e).__name__}: {e}'.splitlines()[0][:300], flush=True)
@@ -149,9 +159,9 @@ def main():
     for r in rows: print(' | '.join(f'{fmt(r.get(c, "-")):>12}' for c in cols))
     if dev.type == 'cuda' and not args.small:
         best = max((r.get('decode_tok/s', 0) for r in rows if r['variant'].startswith('fp16')), default=0)
-        int4 = next((r for r in rows if r['variant'] == 'int4'), {})
+        int4 = max((r for r in rows if r['variant'].startswith('int4')), key=lambda r: r.get('peak_GB', 99), default={})
         print(f'target fp16 >= 150 tok/s: best fp16 decode {best:.0f} tok/s -> {"met" if best >= 150 else "NOT met"}')
-        print(f'target int4 peak < 6 GB: {int4.get("peak_GB", float("nan")):.2f} GB -> '
+        print(f'target int4 peak < 6 GB: highest int4 peak {int4.get("peak_GB", float("nan")):.2f} GB -> '
               f'{"met" if int4.get("peak_GB", 99) < 6 else "NOT met"}')
 
 

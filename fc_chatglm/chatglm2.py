@@ -7,7 +7,7 @@ __all__ = ['CHATGLM2_6B_CONFIG', 'FOLDER_HELP', 'LAYOUTS', 'UnsupportedCheckpoin
            'dequantize_int4', 'quantize_int4', 'Int4Linear', 'read_chatglm2_config', 'is_chatglm2_folder',
            'weight_files', 'load_chatglm2', 'chatglm2_config', 'save_chatglm2', 'random_chatglm2']
 
-# %% ../nbs/03_chatglm2.ipynb #ebe44e84
+# %% ../nbs/03_chatglm2.ipynb #3d2d91b5
 import json
 from pathlib import Path
 from typing import Callable, Iterable
@@ -19,7 +19,7 @@ from torch import Tensor, nn
 from transformers import GlmConfig, GlmForCausalLM
 from transformers.models.glm.modeling_glm import GlmRotaryEmbedding
 
-# %% ../nbs/03_chatglm2.ipynb #e19fdc7d
+# %% ../nbs/03_chatglm2.ipynb #36e8b49c
 CHATGLM2_6B_CONFIG: dict = {
     'model_type': 'chatglm', 'architectures': ['ChatGLMModel'],
     'num_layers': 28, 'hidden_size': 4096, 'ffn_hidden_size': 13696, 'num_attention_heads': 32,
@@ -48,12 +48,12 @@ _REFUSED = [
 ]
 _SIZES = ['num_layers', 'hidden_size', 'ffn_hidden_size', 'num_attention_heads', 'kv_channels', 'padded_vocab_size']
 
-# %% ../nbs/03_chatglm2.ipynb #4aa10382
+# %% ../nbs/03_chatglm2.ipynb #b3cff63f
 class UnsupportedCheckpoint(ValueError):
     "A config.json that describes a network `GlmForCausalLM` does not reproduce exactly."
 
-# %% ../nbs/03_chatglm2.ipynb #c92eee8e
-def _check_chatglm2(cfg: dict):
+# %% ../nbs/03_chatglm2.ipynb #8cb55223
+def _check_chatglm2(cfg: dict) -> None:
     "Raise `UnsupportedCheckpoint` for a config this loader does not reproduce exactly."
     for key in _SIZES:
         if key not in cfg: raise UnsupportedCheckpoint(
@@ -76,7 +76,7 @@ def _groups(cfg: dict) -> int:
     mqa = cfg.get('multi_query_attention', _CODE_DEFAULTS['multi_query_attention'])
     return cfg.get('multi_query_group_num', 1) if mqa else cfg['num_attention_heads']
 
-# %% ../nbs/03_chatglm2.ipynb #f35cb961
+# %% ../nbs/03_chatglm2.ipynb #97341078
 def glm_config(
     cfg: dict,  # ChatGLM2's config.json as a dict
 ) -> GlmConfig:
@@ -93,7 +93,7 @@ def glm_config(
         tie_word_embeddings=False, pad_token_id=get('pad_token_id'), eos_token_id=get('eos_token_id'),
         bos_token_id=None, attention_dropout=0.0, use_cache=True)
 
-# %% ../nbs/03_chatglm2.ipynb #fd430ce0
+# %% ../nbs/03_chatglm2.ipynb #811e33bd
 _TOP = {'transformer.embedding.word_embeddings.weight': 'model.embed_tokens.weight',
         'transformer.encoder.final_layernorm.weight': 'model.norm.weight',
         'transformer.output_layer.weight': 'lm_head.weight'}
@@ -105,7 +105,7 @@ _IGNORED = {'transformer.rotary_pos_emb.inv_freq'}
 _LAYER = 'transformer.encoder.layers.'
 _QUANTIZED = ['self_attention.query_key_value', 'self_attention.dense', 'mlp.dense_h_to_4h', 'mlp.dense_4h_to_h']
 
-# %% ../nbs/03_chatglm2.ipynb #e1bf5678
+# %% ../nbs/03_chatglm2.ipynb #e3c314a9
 def _split_qkv(t: Tensor, config: GlmConfig) -> list[Tensor]:
     "Cut the rows of a fused query_key_value tensor (weight, bias, int4 scale or packed weight) into q, k, v."
     H, G, d = config.num_attention_heads, config.num_key_value_heads, config.head_dim
@@ -119,7 +119,7 @@ def _fuse_qkv(q: Tensor, k: Tensor, v: Tensor, config: GlmConfig) -> Tensor:
     if G != H: return torch.cat([q, k, v])
     return torch.stack([x.reshape(H, d, *x.shape[1:]) for x in (q, k, v)], 1).reshape(3 * H * d, *q.shape[1:])
 
-# %% ../nbs/03_chatglm2.ipynb #84a9f00f
+# %% ../nbs/03_chatglm2.ipynb #918763cc
 def glm_tensors(
     name: str,  # a ChatGLM2 weight name, e.g. `transformer.encoder.layers.0.self_attention.query_key_value.weight`
     t: Tensor,  # its tensor
@@ -142,7 +142,7 @@ def glm_tensors(
             return [(f'{pre}{dst}.{rest[len(src) + 1:]}', t)]
     return None
 
-# %% ../nbs/03_chatglm2.ipynb #ba7fd16d
+# %% ../nbs/03_chatglm2.ipynb #da45c6ae
 def unpack_int4(
     packed: Tensor,  # int8 [out, in/2], two signed nibbles per byte, even column high
 ) -> Tensor:
@@ -170,7 +170,7 @@ def quantize_int4(
     packed = ((q[:, 0::2] & 0xF) << 4) | (q[:, 1::2] & 0xF)
     return packed.to(torch.uint8).view(torch.int8), scale
 
-# %% ../nbs/03_chatglm2.ipynb #bf941117
+# %% ../nbs/03_chatglm2.ipynb #d13a927b
 class Int4Linear(nn.Module):
     "A linear layer whose weight stays int4-packed and is dequantized to the input's dtype on each call."
     def __init__(self,
@@ -201,7 +201,7 @@ class Int4Linear(nn.Module):
 
     def extra_repr(self) -> str: return f'in_features={self.in_features}, out_features={self.out_features}, bias={self.bias is not None}'
 
-# %% ../nbs/03_chatglm2.ipynb #7aac7a5b
+# %% ../nbs/03_chatglm2.ipynb #1ab88e84
 FOLDER_HELP = ('A ChatGLM2-6B folder holds config.json, tokenizer.model and the weights: '
                'pytorch_model-00001-of-00007.bin … pytorch_model-00007-of-00007.bin with pytorch_model.bin.index.json '
                '(fp16), or one pytorch_model.bin with "quantization_bit": 4 in config.json (int4); '
@@ -225,7 +225,7 @@ def is_chatglm2_folder(
     return isinstance(cfg, dict) and (cfg.get('model_type') == 'chatglm' or
                                       {'padded_vocab_size', 'kv_channels', 'ffn_hidden_size'} <= cfg.keys())
 
-# %% ../nbs/03_chatglm2.ipynb #0a428344
+# %% ../nbs/03_chatglm2.ipynb #4a110f8e
 def weight_files(
     folder: Path | str,  # the model folder
 ) -> list[Path]:
@@ -249,7 +249,7 @@ def _read_shard(path: Path) -> dict[str, Tensor]:
         if 'mmap' not in str(e): raise
         return torch.load(path, map_location='cpu', weights_only=True)
 
-# %% ../nbs/03_chatglm2.ipynb #f4e7c3b2
+# %% ../nbs/03_chatglm2.ipynb #dfe1f3a1
 def _chatglm2_names(config: GlmConfig, quantized: bool = False) -> list[str]:
     "All ChatGLM2 weight names of a model with this config, in the published order."
     layer = ['input_layernorm.weight', 'self_attention.query_key_value.weight'] + \
@@ -267,14 +267,14 @@ def _source_names(config: GlmConfig) -> dict[str, str]:
         for m, _ in glm_tensors(n, torch.zeros(rows), config) or []: out[m] = n
     return out
 
-# %% ../nbs/03_chatglm2.ipynb #fd99f41d
-def _int4_layers(model: GlmForCausalLM):
+# %% ../nbs/03_chatglm2.ipynb #73f1b7eb
+def _int4_layers(model: GlmForCausalLM) -> None:
     "Replace every layer's linear modules by empty `Int4Linear`s."
     for layer in model.model.layers:
         for parent, names in [(layer.self_attn, ['q_proj', 'k_proj', 'v_proj', 'o_proj']), (layer.mlp, ['gate_up_proj', 'down_proj'])]:
             for n in names: setattr(parent, n, Int4Linear.like(getattr(parent, n)))
 
-def _place(model: nn.Module, name: str, t: Tensor, device: torch.device, dtype: torch.dtype):
+def _place(model: nn.Module, name: str, t: Tensor, device: torch.device, dtype: torch.dtype) -> None:
     "Copy `t` to `device` (floats in `dtype`, int4 scales in fp16) and set it as `model`'s tensor `name`."
     mod_name, _, attr = name.rpartition('.')
     mod = model.get_submodule(mod_name)
@@ -298,7 +298,7 @@ def _finish(model: GlmForCausalLM, device: torch.device, dtype: torch.dtype, sou
     model.config.dtype = dtype
     return model.eval().requires_grad_(False)
 
-# %% ../nbs/03_chatglm2.ipynb #36131c21
+# %% ../nbs/03_chatglm2.ipynb #5a33a2fe
 def load_chatglm2(
     folder: Path | str,  # a ChatGLM2-6B folder (config.json and weights)
     device: str | torch.device = 'cpu',  # where the model runs
@@ -338,7 +338,7 @@ def load_chatglm2(
     if pending: raise ValueError(f'int4 weights without their scale (or scale without weight): {", ".join(list(pending)[:4])}')
     return _finish(model, device, dtype, _source_names(config))
 
-# %% ../nbs/03_chatglm2.ipynb #309699d1
+# %% ../nbs/03_chatglm2.ipynb #56c9f02d
 def chatglm2_config(
     config: GlmConfig,  # a GlmConfig that describes a ChatGLM2 network
     quantization_bit: int | None = None,  # 4 for the int4 variant
@@ -361,7 +361,7 @@ def chatglm2_config(
     if quantization_bit: cfg['quantization_bit'] = quantization_bit
     return cfg
 
-# %% ../nbs/03_chatglm2.ipynb #9bd2ef2f
+# %% ../nbs/03_chatglm2.ipynb #050b3f86
 def _linear(mod: nn.Module, int4: bool) -> dict[str, Tensor]:
     "A linear module's weight as stored: {'weight'} in float, or {'weight', 'weight_scale'} int4-packed."
     if isinstance(mod, Int4Linear):
@@ -385,7 +385,7 @@ def _chatglm2_layer(layer: nn.Module, i: int, config: GlmConfig, int4: bool) -> 
     out[pre + 'post_attention_layernorm.weight'] = layer.post_attention_layernorm.weight
     return out
 
-# %% ../nbs/03_chatglm2.ipynb #badcaf9e
+# %% ../nbs/03_chatglm2.ipynb #4069ad7a
 LAYOUTS = ('sharded', 'single', 'safetensors', 'int4')
 
 def save_chatglm2(
@@ -429,7 +429,7 @@ def save_chatglm2(
     (folder/'config.json').write_text(json.dumps(cfg, indent=2, ensure_ascii=False))
     return folder
 
-# %% ../nbs/03_chatglm2.ipynb #8bd6b1b1
+# %% ../nbs/03_chatglm2.ipynb #acc36e72
 def random_chatglm2(
     cfg: dict,  # a ChatGLM2 config.json dict (e.g. `CHATGLM2_6B_CONFIG` with other sizes)
     seed: int = 0,  # random seed

@@ -5,14 +5,14 @@
 # %% auto #0
 __all__ = ['SPECIAL_TOKENS', 'SYSTEM_ACK', 'train_sentencepiece', 'ChatGLM2Tokenizer', 'chatglm2_prompt', 'clean_reply']
 
-# %% ../nbs/02_tokenizer.ipynb #3fa7d4f0
+# %% ../nbs/02_tokenizer.ipynb #1ef6fd9d
 import io
 from pathlib import Path
 from typing import Iterable
 
 import sentencepiece as spm
 
-# %% ../nbs/02_tokenizer.ipynb #4f1b7588
+# %% ../nbs/02_tokenizer.ipynb #5b147376
 def train_sentencepiece(
     path: Path,  # where to write the model, normally `folder/tokenizer.model`
     text: str,  # training text; each line is one sentence
@@ -34,7 +34,7 @@ def train_sentencepiece(
     path.write_bytes(buf.getvalue())
     return path
 
-# %% ../nbs/02_tokenizer.ipynb #5717427a
+# %% ../nbs/02_tokenizer.ipynb #d9434950
 SPECIAL_TOKENS = ('[MASK]', '[gMASK]', '[sMASK]', 'sop', 'eop')
 
 class ChatGLM2Tokenizer:
@@ -92,7 +92,7 @@ class ChatGLM2Tokenizer:
     def __len__(self) -> int: return self.vocab_size
     def __repr__(self) -> str: return f'ChatGLM2Tokenizer({str(self.model_file)!r}, vocab_size={self.vocab_size})'
 
-# %% ../nbs/02_tokenizer.ipynb #d590d4c7
+# %% ../nbs/02_tokenizer.ipynb #e9fc91ef
 SYSTEM_ACK = '好的。'
 
 def chatglm2_prompt(
