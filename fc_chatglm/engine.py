@@ -6,7 +6,7 @@
 __all__ = ['log', 'TextStream', 'OpenAIPenalties', 'ChatFormat', 'GLMFormat', 'StopOnEvent', 'EngineError', 'Outcome', 'Engine',
            'fit_conversation', 'TransformersEngine']
 
-# %% ../nbs/05_engine.ipynb #60b8f178
+# %% ../nbs/05_engine.ipynb #4f07676b
 import logging
 import threading
 import time
@@ -23,9 +23,11 @@ from .tokenizer import ChatGLM2Tokenizer, chatglm2_prompt, clean_reply
 
 log = logging.getLogger('fc_chatglm')
 
-# %% ../nbs/05_engine.ipynb #e24148d4
+# %% ../nbs/05_engine.ipynb #c81230c9
 class TextStream:
     "Token ids in, whole characters out: incremental detokenization with a small window."
+    STUCK = 8  # a UTF-8 character is at most 4 byte tokens: a longer wait never completes one
+
     def __init__(self, decode: Callable[[Sequence[int]], str]): # decodes a list of token ids to text
         self.decode, self.ids, self.prefix, self.read = decode, [], 0, 0
 
@@ -34,9 +36,10 @@ class TextStream:
         self.ids.append(token)
         done = self.decode(self.ids[self.prefix:self.read])
         text = self.decode(self.ids[self.prefix:])
-        if text.endswith('\ufffd') or len(text) <= len(done): return ''
+        grew = len(text) > len(done)
+        if (not grew or text.endswith('\ufffd')) and len(self.ids) - self.read <= self.STUCK: return ''
         self.prefix, self.read = self.read, len(self.ids)
-        return text[len(done):].replace('\ufffd', '')
+        return text[len(done):].replace('\ufffd', '') if grew else ''
 
     def flush(self) -> str:
         "The text still held back at the end (bytes that never completed are dropped)."
@@ -45,7 +48,7 @@ class TextStream:
         self.prefix = self.read = len(self.ids)
         return text[len(done):].replace('\ufffd', '') if len(text) > len(done) else ''
 
-# %% ../nbs/05_engine.ipynb #dd94fd7a
+# %% ../nbs/05_engine.ipynb #b98d9be9
 class OpenAIPenalties(LogitsProcessor):
     "OpenAI's frequency and presence penalties, over the tokens generated so far."
     def __init__(self, frequency: float, # subtracted once per earlier occurrence
@@ -59,7 +62,7 @@ class OpenAIPenalties(LogitsProcessor):
         counts = torch.zeros_like(scores).scatter_add_(1, generated, torch.ones_like(generated, dtype=scores.dtype))
         return scores - self.frequency * counts - self.presence * (counts > 0).to(scores.dtype)
 
-# %% ../nbs/05_engine.ipynb #afe5b46e
+# %% ../nbs/05_engine.ipynb #e065e095
 class ChatFormat(Protocol):
     "How one model family turns conversations and prompts into ids, and ids back into text."
     eos_ids: set[int]  # tokens that end a reply
@@ -68,7 +71,7 @@ class ChatFormat(Protocol):
     def decode(self, ids: Sequence[int]) -> str: ...
     def finish(self, text: str) -> str: ...
 
-# %% ../nbs/05_engine.ipynb #39d30fb9
+# %% ../nbs/05_engine.ipynb #ce11aa0a
 class GLMFormat:
     "ChatGLM2's prompt: `[Round i]` blocks after `[gMASK] sop`; the system message as a first round."
     def __init__(self, tok: ChatGLM2Tokenizer): # the ChatGLM2 SentencePiece tokenizer
@@ -81,14 +84,14 @@ class GLMFormat:
     def decode(self, ids: Sequence[int]) -> str: return self.tok.decode(ids)
     def finish(self, text: str) -> str: return clean_reply(text)
 
-# %% ../nbs/05_engine.ipynb #7f0070f3
+# %% ../nbs/05_engine.ipynb #9ca68a91
 class StopOnEvent(StoppingCriteria):
     "Stop generating as soon as `event` is set."
     def __init__(self, event: threading.Event): self.event = event # set by whoever cancels
     def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor, **kw) -> torch.BoolTensor:
         return torch.full((input_ids.shape[0],), self.event.is_set(), dtype=torch.bool, device=input_ids.device)
 
-# %% ../nbs/05_engine.ipynb #0ecb14c5
+# %% ../nbs/05_engine.ipynb #deb67adf
 class _Streamer(BaseStreamer):
     "Feeds generated tokens through a `TextStream` to a text callback."
     def __init__(self, fmt: ChatFormat, on_text: Callable[[str], None]):
@@ -108,7 +111,7 @@ class _Streamer(BaseStreamer):
 
     def end(self): self._emit(self.stream.flush())
 
-# %% ../nbs/05_engine.ipynb #3b3029c8
+# %% ../nbs/05_engine.ipynb #5015acda
 class EngineError(Exception):
     "A failure whose message tells a person what to do."
 
@@ -131,7 +134,7 @@ class Engine(Protocol):
     def generate(self, request: ChatRequest | TextRequest, cancel: threading.Event,
                  on_text: Callable[[str], None]) -> Outcome: ...
 
-# %% ../nbs/05_engine.ipynb #8170dd08
+# %% ../nbs/05_engine.ipynb #441ce0ef
 def fit_conversation(
     conv: Conversation, # the whole conversation
     encode: Callable[[Conversation], list[int]], # conversation to prompt ids
@@ -149,7 +152,7 @@ def fit_conversation(
     if best is None: return [], len(conv.rounds)  # not even the bare question fits
     return best[0], len(conv.rounds) - best[1]
 
-# %% ../nbs/05_engine.ipynb #6d6a5eeb
+# %% ../nbs/05_engine.ipynb #9624539e
 class TransformersEngine:
     "An `Engine` over a loaded transformers causal LM and its `ChatFormat`."
     def __init__(self, model: PreTrainedModel, # a loaded causal LM, in eval mode

@@ -1,0 +1,110 @@
+#!/usr/bin/env python
+"""GPU check of the whole engine path on a 6B-shaped ChatGLM2 with random weights.
+
+Writes the model in the published fp16 sharded layout and as int4 (with a locally trained tokenizer),
+then loads each variant with `load_engine` exactly as `python -m fc_chatglm` does (fp16, int4, and
+fp16 quantized while loading with bitsandbytes 8bit/4bit when it is installed) and times
+`TransformersEngine.generate` on a ~512-token prompt with 256 new tokens: load time, first token,
+tokens/s, peak GPU memory. It also times bare decode steps of the model, to show how much of a
+step is the model and how much is `generate`. Prints a table; asserts nothing about time.
+
+    python benchmarks/gpu_engine.py                 # on a GPU, about 3 minutes
+    python benchmarks/gpu_engine.py --small --device cpu
+"""
+import argparse, gc, shutil, sys, tempfile, time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import torch, transformers
+
+from fc_chatglm.chatglm2 import CHATGLM2_6B_CONFIG, random_chatglm2, save_chatglm2
+from fc_chatglm.demo import DEMO_CORPUS
+from fc_chatglm.load import LoadOptions, load_engine
+from fc_chatglm.schemas import TextRequest
+from fc_chatglm.tokenizer import train_sentencepiece
+
+SMALL = {**CHATGLM2_6B_CONFIG, 'num_layers': 2, 'hidden_size': 64, 'num_attention_heads': 4, 'kv_channels': 16,
+         'ffn_hidden_size': 128, 'padded_vocab_size': 1024, 'seq_length': 2048}
+GB = 1024 ** 3
+
+
+def cuda(dev): return dev.startswith('cuda')
+
+
+def peak(dev): return torch.cuda.max_memory_allocated() / GB if cuda(dev) else float('nan')
+
+
+def reset(dev):
+    gc.collect()
+    if cuda(dev): torch.cuda.empty_cache(); torch.cuda.reset_peak_memory_stats()
+
+
+def bare_steps(model, dev, n=32) -> float:
+    "Seconds per decode step of the bare model with a dynamic cache (no generate loop)."
+    ids = torch.randint(3, 600, (1, 64), device=dev)
+    with torch.inference_mode():
+        out = model(ids, use_cache=True)
+        past, nxt = out.past_key_values, out.logits[:, -1:].argmax(-1)
+        for i in range(n + 4):
+            if i == 4:
+                if cuda(dev): torch.cuda.synchronize()
+                t0 = time.perf_counter()
+            out = model(nxt, past_key_values=past, use_cache=True)
+            past, nxt = out.past_key_values, out.logits[:, -1:].argmax(-1)
+        if cuda(dev): torch.cuda.synchronize()
+    return (time.perf_counter() - t0) / n
+
+
+def run(name, folder, dev, prompt, new, **opts) -> dict:
+    reset(dev)
+    t0 = time.perf_counter()
+    try: engine = load_engine(LoadOptions(model=folder, device=dev, **opts))
+    except Exception as e: return {'variant': name, 'error': f'{type(e).__name__}: {e}'.splitlines()[0][:160]}
+    row = {'variant': name, 'load_s': time.perf_counter() - t0, 'weights_GB': torch.cuda.memory_allocated() / GB if cuda(dev) else float('nan')}
+    req = TextRequest(message=prompt, settings={'temperature': 0, 'maxResponseTokens': new})
+    engine.generate(TextRequest(message=prompt, settings={'temperature': 0, 'maxResponseTokens': 4}))  # warm-up
+    out = engine.generate(req)
+    row |= {'prompt_tok': out.prompt_tokens, 'new_tok': out.tokens, 'first_s': out.first_token_s,
+            'tok/s': out.tokens_per_s, 'peak_GB': peak(dev), 'step_ms_bare': bare_steps(engine.model, dev) * 1000}
+    del engine; reset(dev)
+    return row
+
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument('--small', action='store_true')
+    p.add_argument('--device', default='cuda')
+    p.add_argument('--new-tokens', type=int, default=256)
+    a = p.parse_args()
+    dev, cfg = a.device, SMALL if a.small else CHATGLM2_6B_CONFIG
+    name = torch.cuda.get_device_name() if cuda(dev) else 'cpu'
+    print(f'torch {torch.__version__}, transformers {transformers.__version__}, {name}', flush=True)
+    root = Path(tempfile.mkdtemp(prefix='gpu_engine_'))
+    try:
+        dtype = torch.float16 if cuda(dev) else torch.float32
+        model = random_chatglm2(cfg, seed=0, device=dev, dtype=dtype)
+        t0 = time.perf_counter()
+        save_chatglm2(model, root/'fp16', 'sharded', shards=7, dtype=torch.float16)
+        save_chatglm2(model, root/'int4', 'int4')
+        del model; reset(dev)
+        for f in ('fp16', 'int4'): train_sentencepiece(root/f/'tokenizer.model', DEMO_CORPUS, vocab_size=600)
+        print(f'wrote fp16 and int4 checkpoints in {time.perf_counter() - t0:.1f}s', flush=True)
+        prompt = ('今天天气很好，我们一起去公园散步吧。' * 40)[:600]
+        rows = [run('fp16', root/'fp16', dev, prompt, a.new_tokens), run('int4', root/'int4', dev, prompt, a.new_tokens)]
+        if cuda(dev):
+            rows += [run('fp16 -> bnb 8bit', root/'fp16', dev, prompt, a.new_tokens, quantize='8bit'),
+                     run('fp16 -> bnb 4bit', root/'fp16', dev, prompt, a.new_tokens, quantize='4bit')]
+        for r in rows: print(r, flush=True)
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
+    cols = ['variant', 'load_s', 'weights_GB', 'peak_GB', 'prompt_tok', 'new_tok', 'first_s', 'tok/s', 'step_ms_bare']
+    fmt = lambda v: f'{v:.3g}' if isinstance(v, float) else str(v)
+    print(f'\nengine.generate, greedy, {a.new_tokens} new tokens, on {name}')
+    print(' | '.join(f'{c:>12}' for c in cols))
+    for r in rows:
+        print(' | '.join(f'{fmt(r.get(c, "-")):>12}' for c in cols) + (f'   {r["error"]}' if 'error' in r else ''))
+
+
+if __name__ == '__main__':
+    main()

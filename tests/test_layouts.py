@@ -1,0 +1,70 @@
+"""`python -m fc_chatglm --model <folder>` serves a tiny ChatGLM2 checkpoint in each published layout
+(sharded .bin with index, single .bin, safetensors, int4), through the real loader, and answers what
+the same folder answers in-process."""
+import json
+import time
+
+import httpx
+import pytest
+import torch
+
+from fc_chatglm.chatglm2 import LAYOUTS, save_chatglm2
+from fc_chatglm.demo import DEMO_CORPUS, demo_config
+from fc_chatglm.launch import start_connector
+from fc_chatglm.load import LoadOptions, load_engine
+from fc_chatglm.schemas import ChatRequest
+from fc_chatglm.server import app_stream
+from fc_chatglm.tokenizer import ChatGLM2Tokenizer, train_sentencepiece
+from transformers import GlmForCausalLM
+
+SETTINGS = {'temperature': 0, 'maxResponseTokens': 12}
+
+
+@pytest.fixture(scope='module')
+def source(tmp_path_factory):
+    "A tiny random ChatGLM2 and its tokenizer, to be written in each layout."
+    d = tmp_path_factory.mktemp('tok')
+    tok = ChatGLM2Tokenizer(train_sentencepiece(d/'tokenizer.model', DEMO_CORPUS, vocab_size=600, seed=3))
+    torch.manual_seed(3)
+    return GlmForCausalLM(demo_config(tok.vocab_size)).eval(), d/'tokenizer.model'
+
+
+@pytest.mark.parametrize('layout', LAYOUTS)
+def test_cli_serves_each_published_layout(layout, source, tmp_path):
+    model, tokenizer_model = source
+    folder = tmp_path/layout
+    save_chatglm2(model, folder, layout=layout, shards=3)
+    (folder/'tokenizer.model').write_bytes(tokenizer_model.read_bytes())
+    cfg = json.loads((folder/'config.json').read_text())
+    assert cfg['model_type'] == 'chatglm' and (cfg.get('quantization_bit') == 4) == (layout == 'int4')
+
+    expected = load_engine(LoadOptions(model=folder, device='cpu')).generate(ChatRequest(message='你好', settings=SETTINGS)).text
+    proc, base = start_connector('--model', str(folder))
+    try:
+        deadline = time.time() + 60
+        while (h := httpx.get(base + '/health').json())['status'] == 'loading':
+            assert time.time() < deadline
+            time.sleep(0.05)
+        assert h['status'] == 'ready', h
+        assert h['model'] == 'ChatGLM2'
+        r = httpx.post(base + '/chat', json={'message': '你好', 'settings': SETTINGS}).json()
+        assert r == {'content': expected, 'isError': False}
+        replies, done = app_stream(base, '/chat/stream', json.dumps({'message': '你好', 'settings': SETTINGS}).encode())
+        assert done and replies[-1] == expected
+    finally:
+        proc.kill(); proc.wait()
+
+
+def test_a_refused_variant_keeps_the_server_up_and_names_the_key(source, tmp_path):
+    model, tokenizer_model = source
+    save_chatglm2(model, tmp_path, layout='single')
+    cfg = json.loads((tmp_path/'config.json').read_text())
+    (tmp_path/'config.json').write_text(json.dumps({**cfg, 'pre_seq_len': 128}))
+    proc, base = start_connector('--model', str(tmp_path))
+    try:
+        while (h := httpx.get(base + '/health').json())['status'] == 'loading': time.sleep(0.05)
+        assert h['status'] == 'failed' and 'pre_seq_len' in h['error']
+        r = httpx.post(base + '/chat', json={'message': 'hi'}).json()
+        assert r['isError'] and 'pre_seq_len' in r['content']
+    finally:
+        proc.kill(); proc.wait()
