@@ -2,9 +2,9 @@
 """GPU check of the whole engine path on a 6B-shaped ChatGLM2 with random weights.
 
 Writes the model in the published fp16 sharded layout and as int4 (with a locally trained tokenizer),
-then loads each variant with `load_engine` exactly as `python -m fc_chatglm` does (fp16, int4, and
-fp16 quantized while loading with bitsandbytes 8bit/4bit when it is installed) and times
-`TransformersEngine.generate` on a ~512-token prompt with 256 new tokens: load time, first token,
+then loads each variant with `load_engine` exactly as `python -m fc_chatglm` does (fp16, int4, both
+with the compiled decoder of `--compile`, and fp16 quantized while loading with bitsandbytes 8bit/4bit
+when it is installed) and times `TransformersEngine.generate` on a ~512-token prompt with 256 new tokens: load time, first token,
 tokens/s, peak GPU memory. It also times bare decode steps of the model, to show how much of a
 step is the model and how much is `generate`. Prints a table; asserts nothing about time.
 
@@ -75,7 +75,7 @@ def main():
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument('--small', action='store_true')
     p.add_argument('--device', default='cuda')
-    p.add_argument('--new-tokens', type=int, default=256)
+    p.add_argument('--new-tokens', type=int, default=256, help='new tokens per reply (bitsandbytes variants: 64)')
     a = p.parse_args()
     dev, cfg = a.device, SMALL if a.small else CHATGLM2_6B_CONFIG
     name = torch.cuda.get_device_name() if cuda(dev) else 'cpu'
@@ -91,11 +91,14 @@ def main():
         for f in ('fp16', 'int4'): train_sentencepiece(root/f/'tokenizer.model', DEMO_CORPUS, vocab_size=600)
         print(f'wrote fp16 and int4 checkpoints in {time.perf_counter() - t0:.1f}s', flush=True)
         prompt = ('今天天气很好，我们一起去公园散步吧。' * 40)[:600]
-        rows = [run('fp16', root/'fp16', dev, prompt, a.new_tokens), run('int4', root/'int4', dev, prompt, a.new_tokens)]
-        if cuda(dev):
-            rows += [run('fp16 -> bnb 8bit', root/'fp16', dev, prompt, a.new_tokens, quantize='8bit'),
-                     run('fp16 -> bnb 4bit', root/'fp16', dev, prompt, a.new_tokens, quantize='4bit')]
-        for r in rows: print(r, flush=True)
+        plan = [('fp16', 'fp16', a.new_tokens, {}), ('fp16 compiled', 'fp16', a.new_tokens, {'compile': True}),
+                ('int4', 'int4', a.new_tokens, {})]
+        if cuda(dev): plan += [('fp16 -> bnb 4bit', 'fp16', 64, {'quantize': '4bit'}), ('fp16 -> bnb 8bit', 'fp16', 64, {'quantize': '8bit'})]
+        plan += [('int4 compiled', 'int4', a.new_tokens, {'compile': True})]
+        rows = []
+        for variant, folder, new, opts in plan:
+            rows.append(run(variant, root/folder, dev, prompt, new, **opts))
+            print(rows[-1], flush=True)
     finally:
         shutil.rmtree(root, ignore_errors=True)
     cols = ['variant', 'load_s', 'weights_GB', 'peak_GB', 'prompt_tok', 'new_tok', 'first_s', 'tok/s', 'step_ms_bare']

@@ -5,7 +5,7 @@
 # %% auto #0
 __all__ = ['parser', 'parse', 'main']
 
-# %% ../nbs/09_main.ipynb #9158bed4
+# %% ../nbs/09_main.ipynb #a3b3675e
 import argparse
 import sys
 from pathlib import Path
@@ -13,7 +13,7 @@ from pathlib import Path
 from .launch import pack, serve, setup_logging
 from .load import LoadOptions
 
-# %% ../nbs/09_main.ipynb #08f4e39c
+# %% ../nbs/09_main.ipynb #ac4b3c71
 def parser() -> argparse.ArgumentParser:
     "The serve command's options (`pack` is the one sub-command)."
     p = argparse.ArgumentParser(prog='fc_chatglm', description='Serve ChatGLM2-6B (or any Hugging Face chat model) '
@@ -26,6 +26,9 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument('--dtype', default='auto', choices=['auto', 'float16', 'bfloat16', 'float32'],
                    help='auto: float16/bfloat16 on a GPU, float32 on a CPU')
     p.add_argument('--quantize', choices=['8bit', '4bit'], help='quantize an fp16 checkpoint while loading (CUDA, needs bitsandbytes)')
+    p.add_argument('--compile', action='store_true', help='compile the decoder over a static cache: several times faster '
+                   'on a GPU, after a warm-up of about a minute at start')
+    p.add_argument('--context', type=int, default=4096, help='with --compile: the most tokens (prompt + reply) a request can use')
     p.add_argument('--connector', type=Path, default=Path('connector.json'), help='the manifest to read (default: ./connector.json)')
     p.add_argument('--log-level', default='INFO', choices=['DEBUG', 'INFO', 'WARNING', 'ERROR'])
     return p
@@ -38,15 +41,16 @@ def parse(argv: list[str]) -> tuple[str, argparse.Namespace]:
         return 'pack', p.parse_args(argv[1:])
     return 'serve', parser().parse_args(argv)
 
-# %% ../nbs/09_main.ipynb #1fb35074
+# %% ../nbs/09_main.ipynb #4d968a55
 def main(argv: list[str] | None = None) -> int:
     "Entry point of `python -m fc_chatglm` and the `fc_chatglm` script."
     cmd, a = parse(sys.argv[1:] if argv is None else argv)
     if cmd == 'pack':
         print(f'wrote {pack(a.out)}'); return 0
     setup_logging(a.log_level)
-    return serve(LoadOptions(model=a.model, demo=a.demo, device=a.device, dtype=a.dtype, quantize=a.quantize), a.connector, a.host, a.port)
+    return serve(LoadOptions(model=a.model, demo=a.demo, device=a.device, dtype=a.dtype, quantize=a.quantize,
+                                 compile=a.compile, context=a.context), a.connector, a.host, a.port)
 
-# %% ../nbs/09_main.ipynb #a650c7eb
+# %% ../nbs/09_main.ipynb #17d1a335
 #| eval: false
 if __name__ == '__main__': sys.exit(main())

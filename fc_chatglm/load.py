@@ -6,7 +6,7 @@
 __all__ = ['log', 'DTYPES', 'MODEL_HELP', 'QUANTIZE', 'resolve_device', 'resolve_dtype', 'check_folder', 'TemplateFormat',
            'load_hf', 'check_quantize', 'quantize_bnb', 'LoadOptions', 'load_engine']
 
-# %% ../nbs/06_load.ipynb #48d117e4
+# %% ../nbs/06_load.ipynb #e50ce0d9
 import json
 import logging
 from dataclasses import dataclass
@@ -24,7 +24,7 @@ from .tokenizer import ChatGLM2Tokenizer
 
 log = logging.getLogger('fc_chatglm')
 
-# %% ../nbs/06_load.ipynb #e0e9f684
+# %% ../nbs/06_load.ipynb #834110d7
 DTYPES = {'float16': torch.float16, 'bfloat16': torch.bfloat16, 'float32': torch.float32}
 
 def resolve_device(device: str = 'auto') -> str:
@@ -48,7 +48,7 @@ def resolve_dtype(dtype: str, # auto, float16, bfloat16 or float32
     if dtype not in DTYPES: raise EngineError(f'Unknown dtype {dtype!r}: use auto, {", ".join(DTYPES)}.')
     return DTYPES[dtype]
 
-# %% ../nbs/06_load.ipynb #e62da68e
+# %% ../nbs/06_load.ipynb #f20d3256
 MODEL_HELP = ('Put the ChatGLM2-6B files there (config.json, tokenizer.model, pytorch_model-00001-of-00007.bin ... '
               'pytorch_model-00007-of-00007.bin and pytorch_model.bin.index.json; or the int4 variant\'s '
               'pytorch_model.bin), or another Hugging Face chat model\'s folder, or start with --demo to try '
@@ -65,7 +65,7 @@ def check_folder(folder: Path) -> str:
     if is_chatglm2_folder(folder): return 'chatglm2'
     return 'hf'
 
-# %% ../nbs/06_load.ipynb #e53e96a3
+# %% ../nbs/06_load.ipynb #ac866d83
 class TemplateFormat:
     "A Hugging Face tokenizer's chat template as a `ChatFormat`."
     def __init__(self, tok, # a transformers tokenizer with a chat template
@@ -83,7 +83,7 @@ class TemplateFormat:
     def decode(self, ids: Sequence[int]) -> str: return self.tok.decode(list(ids), skip_special_tokens=True)
     def finish(self, text: str) -> str: return text.strip()
 
-# %% ../nbs/06_load.ipynb #694e2e33
+# %% ../nbs/06_load.ipynb #b177776f
 def _eos_ids(folder: Path, tok) -> list[int]:
     ids = set()
     try: eos = GenerationConfig.from_pretrained(folder).eos_token_id
@@ -92,8 +92,8 @@ def _eos_ids(folder: Path, tok) -> list[int]:
         if e is not None: ids.add(int(e))
     return sorted(ids)
 
-def load_hf(folder: Path, device: str, dtype: torch.dtype, quantize: str | None = None) -> TransformersEngine:
-    "Any causal LM with a chat template, through transformers' own classes (bitsandbytes if `quantize`)."
+def load_hf(folder: Path, device: str, dtype: torch.dtype, quantize: str | None = None) -> tuple[torch.nn.Module, TemplateFormat]:
+    "Any causal LM with a chat template, and its format, through transformers' own classes (bitsandbytes if `quantize`)."
     tok = AutoTokenizer.from_pretrained(folder, trust_remote_code=False)
     fmt = TemplateFormat(tok, _eos_ids(folder, tok))
     if quantize:
@@ -103,9 +103,9 @@ def load_hf(folder: Path, device: str, dtype: torch.dtype, quantize: str | None 
         model = AutoModelForCausalLM.from_pretrained(folder, dtype=dtype, quantization_config=q, device_map={'': device},
                                                      trust_remote_code=False).eval()
     else: model = AutoModelForCausalLM.from_pretrained(folder, dtype=dtype, trust_remote_code=False).to(device).eval()
-    return TransformersEngine(model, fmt, name=Path(folder).name)
+    return model, fmt
 
-# %% ../nbs/06_load.ipynb #de1067d5
+# %% ../nbs/06_load.ipynb #286faf55
 QUANTIZE = ('8bit', '4bit')
 
 def _bitsandbytes():
@@ -146,7 +146,7 @@ def quantize_bnb(model: torch.nn.Module, # a model loaded on the CPU in half pre
                 setattr(parent, name, new)
     return model.to(device)
 
-# %% ../nbs/06_load.ipynb #933430df
+# %% ../nbs/06_load.ipynb #34329c09
 @dataclass
 class LoadOptions:
     "What to load and where."
@@ -155,34 +155,27 @@ class LoadOptions:
     device: str = 'auto'  # auto, cuda, cuda:N or cpu
     dtype: str = 'auto'  # auto, float16, bfloat16 or float32
     quantize: str | None = None  # 8bit or 4bit: quantize a half-precision checkpoint with bitsandbytes (CUDA)
+    compile: bool = False  # compile the decoder over a static cache (fast on a GPU, after a warm-up)
+    context: int = 4096  # with `compile`: the static cache's length, the most tokens a request can use
     demo_dir: Path | None = None  # where the demo's files go (a temporary folder if None)
 
-# %% ../nbs/06_load.ipynb #f29e0bb3
-def load_engine(opts: LoadOptions, # what to load
-                progress: Callable[[float, str], None] = lambda f, s: None, # called with (fraction done, text)
-                ) -> TransformersEngine:
-    "Load the model `opts` describes and wrap it in an engine."
-    device = resolve_device(opts.device)
-    if opts.demo:
-        model, tok = load_demo(opts.demo_dir, device=device)
-        log.warning(DEMO_NOTE)
-        progress(1.0, 'demo model ready')
-        return TransformersEngine(model, GLMFormat(tok), name='demo (random weights: replies are noise)')
+# %% ../nbs/06_load.ipynb #5a12b4a7
+def _load_folder(opts: LoadOptions, device: str, progress) -> tuple[torch.nn.Module, object, str]:
+    "The model in `opts.model`, its format and its name."
     kind = check_folder(opts.model)
     check_quantize(opts.quantize, device)
     shards = lambda done, total: progress(done / total, f'shard {done}/{total}')
     try:
-        if kind == 'chatglm2':
-            dtype = resolve_dtype(opts.dtype, device, torch.float16)
-            tok = ChatGLM2Tokenizer.from_folder(opts.model)
-            if opts.quantize:
-                if read_chatglm2_config(opts.model).get('quantization_bit'):
-                    raise EngineError('This checkpoint is already int4: start without --quantize.')
-                model = quantize_bnb(load_chatglm2(opts.model, 'cpu', dtype, shards), opts.quantize, device, dtype)
-            else: model = load_chatglm2(opts.model, device=device, dtype=dtype, progress=shards)
-            engine = TransformersEngine(model, GLMFormat(tok), name='ChatGLM2' + (f' ({opts.quantize})' if opts.quantize else ''))
-        else:
-            engine = load_hf(opts.model, device, resolve_dtype(opts.dtype, device, torch.bfloat16), opts.quantize)
+        if kind == 'hf':
+            return *load_hf(opts.model, device, resolve_dtype(opts.dtype, device, torch.bfloat16), opts.quantize), Path(opts.model).name
+        dtype = resolve_dtype(opts.dtype, device, torch.float16)
+        tok = ChatGLM2Tokenizer.from_folder(opts.model)
+        if opts.quantize:
+            if read_chatglm2_config(opts.model).get('quantization_bit'):
+                raise EngineError('This checkpoint is already int4: start without --quantize.')
+            model = quantize_bnb(load_chatglm2(opts.model, 'cpu', dtype, shards), opts.quantize, device, dtype)
+        else: model = load_chatglm2(opts.model, device=device, dtype=dtype, progress=shards)
+        return model, GLMFormat(tok), 'ChatGLM2' + (f' ({opts.quantize})' if opts.quantize else '')
     except (UnsupportedCheckpoint, FileNotFoundError, ValueError) as e:
         raise EngineError(f'{opts.model} cannot be loaded: {e}') from None
     except torch.OutOfMemoryError:
@@ -191,5 +184,22 @@ def load_engine(opts: LoadOptions, # what to load
     except MemoryError:
         raise EngineError('Out of memory while loading the model. Close other programs, use the int4 checkpoint '
                           '(chatglm2-6b-int4), or use a machine with more memory.') from None
+
+# %% ../nbs/06_load.ipynb #7476895e
+def load_engine(opts: LoadOptions, # what to load
+                progress: Callable[[float, str], None] = lambda f, s: None, # called with (fraction done, text)
+                ) -> TransformersEngine:
+    "Load the model `opts` describes and wrap it in an engine."
+    device = resolve_device(opts.device)
+    if opts.demo:
+        model, tok = load_demo(opts.demo_dir, device=device)
+        log.warning(DEMO_NOTE)
+        model, fmt, name = model, GLMFormat(tok), 'demo (random weights: replies are noise)'
+    else: model, fmt, name = _load_folder(opts, device, progress)
+    window = min(opts.context, model.config.max_position_embeddings) if opts.compile else None
+    engine = TransformersEngine(model, fmt, name=name, window=window, compile=opts.compile)
+    if opts.compile:
+        progress(0.99, 'compiling the decoder')
+        log.info('compiled the decoder for a %d-token cache in %.1fs', engine.window, engine.warm_up())
     progress(1.0, 'ready')
     return engine
