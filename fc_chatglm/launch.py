@@ -6,7 +6,7 @@
 __all__ = ['log', 'PROJECT', 'read_manifest', 'manifest_routes', 'manifest_address', 'start_loading', 'setup_logging', 'serve',
            'start_connector', 'pack']
 
-# %% ../nbs/08_launch.ipynb #0074c8fd
+# %% ../nbs/08_launch.ipynb #7db8221c
 import json
 import logging
 import os
@@ -26,7 +26,7 @@ from .server import ROUTES, ModelHost, create_app, open_socket
 
 log = logging.getLogger('fc_chatglm')
 
-# %% ../nbs/08_launch.ipynb #e9893213
+# %% ../nbs/08_launch.ipynb #62e11f09
 PROJECT = Path(__file__).resolve().parent.parent if '__file__' in globals() else Path.cwd().parent
 
 def read_manifest(path: Path) -> dict:
@@ -49,7 +49,7 @@ def manifest_address(m: dict) -> tuple[str, int]:
     if u.scheme not in ('http', 'https') or not u.hostname: raise EngineError(f'base_url {m["base_url"]!r} is not an http URL.')
     return u.hostname, u.port or (443 if u.scheme == 'https' else 80)
 
-# %% ../nbs/08_launch.ipynb #8b61dc6e
+# %% ../nbs/08_launch.ipynb #7967fe0e
 def start_loading(host: ModelHost, opts: LoadOptions) -> threading.Thread:
     "Load the model on a background thread, reporting into `host`."
     def progress(fraction: float, detail: str):
@@ -65,9 +65,11 @@ def start_loading(host: ModelHost, opts: LoadOptions) -> threading.Thread:
     t.start()
     return t
 
-# %% ../nbs/08_launch.ipynb #621b5a8b
+# %% ../nbs/08_launch.ipynb #f18e242a
 def setup_logging(level: str = 'INFO'):
     "Timestamped log lines on stderr, flushed at once (the app and a console both read them)."
+    for stream in (sys.stdout, sys.stderr):  # a Windows pipe's code page may lack a character of a path:
+        if hasattr(stream, 'reconfigure'): stream.reconfigure(errors='backslashreplace')  # escape it, never fail
     logging.basicConfig(level=level.upper(), stream=sys.stderr, force=True,
                         format='%(asctime)s %(levelname)s %(name)s: %(message)s')
 
@@ -100,7 +102,7 @@ def serve(opts: LoadOptions, # what model to load
         if demo_dir: demo_dir.cleanup()
     return 0
 
-# %% ../nbs/08_launch.ipynb #430451cc
+# %% ../nbs/08_launch.ipynb #35cef4fa
 def start_connector(*args: str, # extra command-line arguments, e.g. '--demo'
                     cwd: Path = PROJECT, # the connector folder (holds connector.json)
                     ) -> tuple[subprocess.Popen, str]:
@@ -112,7 +114,7 @@ def start_connector(*args: str, # extra command-line arguments, e.g. '--demo'
         if 'listening on ' in line: return p, line.split('listening on ')[1].split()[0]
     p.kill(); raise RuntimeError(f'the connector exited with {p.wait()} before listening')
 
-# %% ../nbs/08_launch.ipynb #8d5c9da1
+# %% ../nbs/08_launch.ipynb #10993c20
 def pack(out: Path = Path('dist/fc_chatglm.fctor'), # the zip to write
          root: Path = PROJECT, # the project folder
          ) -> Path:

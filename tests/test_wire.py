@@ -208,3 +208,16 @@ def test_health_answers_while_streams_run(base):
     cancel(base)
     for t in threads: t.join(60)
     assert worst < 1.0, worst  # generous: a functional check; the benchmark reports the real p99
+
+
+def test_rest_client_that_disconnects_stops_its_generation(base):
+    idle(base)
+    host, port = base.removeprefix('http://').split(':')
+    data = body('never mind', {'temperature': 0, 'maxResponseTokens': 1800})
+    s = socket.create_connection((host, int(port)))
+    s.sendall(f'POST /chat HTTP/1.1\r\nHost: {base}\r\nContent-Type: application/json\r\nContent-Length: {len(data)}\r\n\r\n'.encode() + data)
+    while httpx.get(base + '/health').json()['waiting'] == 0: time.sleep(0.01)
+    s.close()
+    t0 = time.perf_counter()
+    idle(base, timeout=5)
+    assert time.perf_counter() - t0 < 1.5  # 1800 tokens would take seconds
