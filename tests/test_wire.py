@@ -45,6 +45,14 @@ def raw_post(base, path, data: bytes | None, headers='Content-Type: application/
     return int(head.split()[1]), rest
 
 
+def send_request(base, path, data: bytes) -> socket.socket:
+    "Send a POST as the app writes it (no Connection: close) and return the open socket, unread."
+    host, port = base.removeprefix('http://').split(':')
+    s = socket.create_connection((host, int(port)))
+    s.sendall(f'POST {path} HTTP/1.1\r\nHost: {base}\r\nContent-Type: application/json\r\nContent-Length: {len(data)}\r\n\r\n'.encode() + data)
+    return s
+
+
 def dechunk(payload: bytes) -> list[bytes]:
     "The chunks of a chunked HTTP body, as sent."
     chunks = []
@@ -148,10 +156,7 @@ def test_cancel_reaches_only_its_feature(base):
 
 def test_client_that_disconnects_stops_its_generation(base):
     idle(base)
-    host, port = base.removeprefix('http://').split(':')
-    data = body('never mind', {'temperature': 0, 'maxResponseTokens': 1800})
-    s = socket.create_connection((host, int(port)))
-    s.sendall(f'POST /chat/stream HTTP/1.1\r\nHost: {base}\r\nContent-Type: application/json\r\nContent-Length: {len(data)}\r\n\r\n'.encode() + data)
+    s = send_request(base, '/chat/stream', body('never mind', {'temperature': 0, 'maxResponseTokens': 1800}))
     got = b''
     while got.count(b'\n{') < 3: got += s.recv(4096)
     s.close()
@@ -212,10 +217,7 @@ def test_health_answers_while_streams_run(base):
 
 def test_rest_client_that_disconnects_stops_its_generation(base):
     idle(base)
-    host, port = base.removeprefix('http://').split(':')
-    data = body('never mind', {'temperature': 0, 'maxResponseTokens': 1800})
-    s = socket.create_connection((host, int(port)))
-    s.sendall(f'POST /chat HTTP/1.1\r\nHost: {base}\r\nContent-Type: application/json\r\nContent-Length: {len(data)}\r\n\r\n'.encode() + data)
+    s = send_request(base, '/chat', body('never mind', {'temperature': 0, 'maxResponseTokens': 1800}))
     while httpx.get(base + '/health').json()['waiting'] == 0: time.sleep(0.01)
     s.close()
     t0 = time.perf_counter()
