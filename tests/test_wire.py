@@ -223,3 +223,19 @@ def test_rest_client_that_disconnects_stops_its_generation(base):
     t0 = time.perf_counter()
     idle(base, timeout=5)
     assert time.perf_counter() - t0 < 1.5  # 1800 tokens would take seconds
+
+
+def test_requests_wait_their_turn_in_arrival_order(base):
+    idle(base)
+    finished = []
+    def run(i):
+        replies, done = app_stream(base, '/chat/stream', body(f'request {i}', {'temperature': 0, 'maxResponseTokens': 150}))
+        assert done
+        finished.append(i)
+    threads = []
+    for i in range(4):
+        threads.append(threading.Thread(target=run, args=(i,))); threads[-1].start()
+        deadline = time.time() + 5  # the next request is sent once this one is queued or running
+        while httpx.get(base + '/health').json()['waiting'] < i + 1 - len(finished): assert time.time() < deadline; time.sleep(0.005)
+    for t in threads: t.join(60)
+    assert finished == [0, 1, 2, 3]
