@@ -6,7 +6,7 @@
 __all__ = ['log', 'DTYPES', 'MODEL_HELP', 'QUANTIZE', 'resolve_device', 'resolve_dtype', 'check_folder', 'TemplateFormat',
            'load_hf', 'check_quantize', 'quantize_bnb', 'LoadOptions', 'load_engine']
 
-# %% ../nbs/06_load.ipynb #a384f48f
+# %% ../nbs/06_load.ipynb #8d371fcf
 import json
 import logging
 from dataclasses import dataclass
@@ -18,13 +18,13 @@ from transformers import AutoModelForCausalLM, AutoTokenizer, GenerationConfig
 
 from .chatglm2 import UnsupportedCheckpoint, glm_config, is_chatglm2_folder, load_chatglm2, read_chatglm2_config
 from .demo import DEMO_NOTE, load_demo
-from .engine import EngineError, GLMFormat, TransformersEngine
+from .engine import ChatFormat, EngineError, GLMFormat, TransformersEngine
 from .history import Conversation
 from .tokenizer import ChatGLM2Tokenizer
 
 log = logging.getLogger('fc_chatglm')
 
-# %% ../nbs/06_load.ipynb #4e40e056
+# %% ../nbs/06_load.ipynb #c1f37f09
 DTYPES = {'float16': torch.float16, 'bfloat16': torch.bfloat16, 'float32': torch.float32}
 
 def resolve_device(device: str = 'auto') -> str:
@@ -48,7 +48,7 @@ def resolve_dtype(dtype: str, # auto, float16, bfloat16 or float32
     if dtype not in DTYPES: raise EngineError(f'Unknown dtype {dtype!r}: use auto, {", ".join(DTYPES)}.')
     return DTYPES[dtype]
 
-# %% ../nbs/06_load.ipynb #1341e452
+# %% ../nbs/06_load.ipynb #181285de
 MODEL_HELP = ('Put the ChatGLM2-6B files there (config.json, tokenizer.model, pytorch_model-00001-of-00007.bin ... '
               'pytorch_model-00007-of-00007.bin and pytorch_model.bin.index.json; or the int4 variant\'s '
               'pytorch_model.bin), or another Hugging Face chat model\'s folder, or start with --demo to try '
@@ -65,7 +65,7 @@ def check_folder(folder: Path) -> str:
     if is_chatglm2_folder(folder): return 'chatglm2'
     return 'hf'
 
-# %% ../nbs/06_load.ipynb #a4e139ed
+# %% ../nbs/06_load.ipynb #bd0204fc
 class TemplateFormat:
     "A Hugging Face tokenizer's chat template as a `ChatFormat`."
     def __init__(self, tok, # a transformers tokenizer with a chat template
@@ -83,7 +83,7 @@ class TemplateFormat:
     def decode(self, ids: Sequence[int]) -> str: return self.tok.decode(list(ids), skip_special_tokens=True)
     def finish(self, text: str) -> str: return text.strip()
 
-# %% ../nbs/06_load.ipynb #b067c5dd
+# %% ../nbs/06_load.ipynb #e8e7713e
 def _eos_ids(folder: Path, tok) -> list[int]:
     ids = set()
     try: eos = GenerationConfig.from_pretrained(folder).eos_token_id
@@ -105,7 +105,7 @@ def load_hf(folder: Path, device: str, dtype: torch.dtype, quantize: str | None 
     else: model = AutoModelForCausalLM.from_pretrained(folder, dtype=dtype, trust_remote_code=False).to(device).eval()
     return model, fmt
 
-# %% ../nbs/06_load.ipynb #6b50c970
+# %% ../nbs/06_load.ipynb #ae2cb4b8
 QUANTIZE = ('8bit', '4bit')
 
 def _bitsandbytes():
@@ -146,7 +146,7 @@ def quantize_bnb(model: torch.nn.Module, # a model loaded on the CPU in half pre
                 setattr(parent, name, new)
     return model.to(device)
 
-# %% ../nbs/06_load.ipynb #c290b7b7
+# %% ../nbs/06_load.ipynb #a64eb830
 @dataclass
 class LoadOptions:
     "What to load and where."
@@ -159,8 +159,8 @@ class LoadOptions:
     context: int = 4096  # with `compile`: the static cache's length, the most tokens a request can use
     demo_dir: Path | None = None  # where the demo's files go (a temporary folder if None)
 
-# %% ../nbs/06_load.ipynb #59b1b3c7
-def _load_folder(opts: LoadOptions, device: str, progress) -> tuple[torch.nn.Module, object, str]:
+# %% ../nbs/06_load.ipynb #5dc7608d
+def _load_folder(opts: LoadOptions, device: str, progress) -> tuple[torch.nn.Module, ChatFormat, str]:
     "The model in `opts.model`, its format and its name."
     kind = check_folder(opts.model)
     check_quantize(opts.quantize, device)
@@ -187,7 +187,7 @@ def _load_folder(opts: LoadOptions, device: str, progress) -> tuple[torch.nn.Mod
         raise EngineError('Out of memory while loading the model. Close other programs, use the int4 checkpoint '
                           '(chatglm2-6b-int4), or use a machine with more memory.') from None
 
-# %% ../nbs/06_load.ipynb #eeca0627
+# %% ../nbs/06_load.ipynb #5e9831cd
 def load_engine(opts: LoadOptions, # what to load
                 progress: Callable[[float, str], None] = lambda f, s: None, # called with (fraction done, text)
                 ) -> TransformersEngine:

@@ -33,24 +33,24 @@ def body(message, settings=None, history=None, ascii_only=True) -> bytes:
                       ensure_ascii=ascii_only).encode()
 
 
-def raw_post(base, path, data: bytes | None, headers='Content-Type: application/json\r\n') -> tuple[int, bytes]:
-    "One hand-written POST; returns the status and the raw bytes after the headers."
+def send_request(base, path, data: bytes | None, close: bool = False) -> socket.socket:
+    """Send a POST written by hand as the app writes it and return the open socket, unread. With no
+    data it is the app's cancel: no body and no content type. `close` asks the server to close after."""
     host, port = base.removeprefix('http://').split(':')
-    with socket.create_connection((host, int(port)), timeout=30) as s:
-        cl = f'Content-Length: {len(data)}\r\n' if data is not None else 'Content-Length: 0\r\n'
-        s.sendall(f'POST {path} HTTP/1.1\r\nHost: {base}\r\n{headers if data else ""}{cl}Connection: close\r\n\r\n'.encode() + (data or b''))
+    s = socket.create_connection((host, int(port)), timeout=30)
+    ctype = 'Content-Type: application/json\r\n' if data is not None else ''
+    extra = 'Connection: close\r\n' if close else ''
+    s.sendall(f'POST {path} HTTP/1.1\r\nHost: {base}\r\n{ctype}Content-Length: {len(data or b"")}\r\n{extra}\r\n'.encode() + (data or b''))
+    return s
+
+
+def raw_post(base, path, data: bytes | None) -> tuple[int, bytes]:
+    "One hand-written POST; returns the status and the raw bytes after the headers."
+    with send_request(base, path, data, close=True) as s:
         raw = b''
         while chunk := s.recv(65536): raw += chunk
     head, _, rest = raw.partition(b'\r\n\r\n')
     return int(head.split()[1]), rest
-
-
-def send_request(base, path, data: bytes) -> socket.socket:
-    "Send a POST as the app writes it (no Connection: close) and return the open socket, unread."
-    host, port = base.removeprefix('http://').split(':')
-    s = socket.create_connection((host, int(port)))
-    s.sendall(f'POST {path} HTTP/1.1\r\nHost: {base}\r\nContent-Type: application/json\r\nContent-Length: {len(data)}\r\n\r\n'.encode() + data)
-    return s
 
 
 def dechunk(payload: bytes) -> list[bytes]:
