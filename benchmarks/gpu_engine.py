@@ -6,7 +6,7 @@ then loads each variant with `load_engine` exactly as `python -m fc_chatglm` doe
 with the compiled decoder of `--compile`, and fp16 quantized while loading with bitsandbytes 8bit/4bit
 when it is installed) and times `TransformersEngine.generate` on a ~512-token prompt with 256 new tokens: load time, first token,
 tokens/s, peak GPU memory. It also times bare decode steps of the model, to show how much of a
-step is the model and how much is `generate`. Prints a table; asserts nothing about time.
+step is the model and how much is the rest of the engine. Prints a table; asserts nothing about time.
 
     python benchmarks/gpu_engine.py                 # on a GPU, about 3 minutes
     python benchmarks/gpu_engine.py --small --device cpu
@@ -20,6 +20,7 @@ import torch, transformers
 
 from fc_chatglm.chatglm2 import CHATGLM2_6B_CONFIG, random_chatglm2, save_chatglm2
 from fc_chatglm.demo import DEMO_CORPUS
+from fc_chatglm.engine import Decoder
 from fc_chatglm.load import LoadOptions, load_engine
 from fc_chatglm.schemas import TextRequest
 from fc_chatglm.tokenizer import train_sentencepiece
@@ -41,18 +42,18 @@ def reset(dev):
 
 
 def bare_steps(model, dev, n=32) -> float:
-    "Seconds per decode step of the bare model with a dynamic cache (no generate loop)."
-    ids = torch.randint(3, 600, (1, 64), device=dev)
+    "Seconds per greedy decode step of the bare model over a dynamic cache (no engine, no text)."
+    decoder = Decoder(model)
     with torch.inference_mode():
-        out = model(ids, use_cache=True)
-        past, nxt = out.past_key_values, out.logits[:, -1:].argmax(-1)
+        decoder.start(64, n + 4)
+        nxt = decoder.prefill(torch.randint(3, 600, (64,)).tolist()).argmax(-1)
         for i in range(n + 4):
             if i == 4:
                 if cuda(dev): torch.cuda.synchronize()
                 t0 = time.perf_counter()
-            out = model(nxt, past_key_values=past, use_cache=True)
-            past, nxt = out.past_key_values, out.logits[:, -1:].argmax(-1)
+            nxt = decoder.step(nxt).argmax(-1)
         if cuda(dev): torch.cuda.synchronize()
+        decoder.end()
     return (time.perf_counter() - t0) / n
 
 

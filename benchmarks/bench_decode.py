@@ -1,0 +1,108 @@
+#!/usr/bin/env python
+"""The engine's decode loop against transformers' `generate`, on the same model, in one run.
+
+Both decode the same prompt greedily for the same number of new tokens, eager over a dynamic cache
+and compiled over one static cache (`--compile`'s path: `generate` gets the static cache and
+transformers' compile config, the loop gets `Decoder(compile=True)`). Each measurement is a pair
+run back to back, several pairs interleaved, so the machine's noise hits both sides alike; the
+ratio of the medians is the figure. It also checks that both produce the same tokens. Prints a
+table; asserts nothing about time.
+
+    python benchmarks/bench_decode.py                          # the demo model on this machine (CPU)
+    python benchmarks/bench_decode.py --model 6b --device cuda # a 6B-shaped ChatGLM2, random fp16 weights
+"""
+import argparse, gc, statistics, sys, tempfile, threading, time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # import fc_chatglm from the repo root
+
+import torch, transformers
+from transformers import CompileConfig, StaticCache
+
+from fc_chatglm.chatglm2 import CHATGLM2_6B_CONFIG, random_chatglm2
+from fc_chatglm.demo import load_demo
+from fc_chatglm.engine import Decoder, Sampler, decode_tokens
+from fc_chatglm.schemas import GenerationParams, Settings
+
+
+def sync(dev):
+    if dev.type == 'cuda': torch.cuda.synchronize()
+
+
+def with_generate(model, ids, new, cache=None, compile=None) -> list[int]:
+    "Greedy tokens from transformers' `generate`, as the engine called it before the decode loop."
+    static = {}
+    if cache is not None:
+        cache.reset()
+        static = {'cache' if 'cache' in Decoder(model).arg else 'past_key_values': cache, 'compile_config': compile}
+    inp = torch.tensor([ids], device=model.device)
+    out = model.generate(inp, attention_mask=torch.ones_like(inp), max_new_tokens=new, do_sample=False, eos_token_id=None, pad_token_id=0, **static)
+    return out[0, len(ids):].tolist()
+
+
+def with_loop(decoder, ids, new) -> list[int]:
+    "Greedy tokens from the engine's decode loop (no text decoding, like `with_generate`)."
+    sampler = Sampler(GenerationParams.from_settings(Settings(temperature=0)))
+    decoder.start(len(ids), new)
+    first = sampler(decoder.prefill(ids))
+    out = list(decode_tokens(lambda t: sampler(decoder.step(t)), first, new, threading.Event()))
+    decoder.end()
+    return out
+
+
+def timed(fn, dev) -> tuple[float, list[int]]:
+    sync(dev); t0 = time.perf_counter()
+    out = fn()
+    sync(dev)
+    return time.perf_counter() - t0, out
+
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument('--model', choices=['demo', '6b'], default='demo')
+    p.add_argument('--device', default='cpu')
+    p.add_argument('--prompt', type=int, default=512, help='prompt tokens')
+    p.add_argument('--new', type=int, default=256, help='new tokens')
+    p.add_argument('--pairs', type=int, default=5, help='interleaved pairs per variant')
+    p.add_argument('--variants', default='eager,compiled')
+    a = p.parse_args()
+    dev = torch.device(a.device)
+    tmp = tempfile.TemporaryDirectory()
+    if a.model == 'demo': model = load_demo(Path(tmp.name), device=a.device)[0]
+    else: model = random_chatglm2(CHATGLM2_6B_CONFIG, device=dev, dtype=torch.float16)
+    model.generation_config.eos_token_id = None  # a random model would end its replies at random; time full replies
+    vocab = model.config.vocab_size
+    ids = torch.randint(10, vocab, (a.prompt,), generator=torch.Generator().manual_seed(0)).tolist()
+    length = a.prompt + a.new + 8
+    print(f'torch {torch.__version__}, transformers {transformers.__version__}, {a.model} model on '
+          f'{torch.cuda.get_device_name() if dev.type == "cuda" else "cpu"} ({torch.get_num_threads()} threads), '
+          f'{a.prompt}-token prompt + {a.new} new tokens, {a.pairs} pairs')
+    rows = []
+    with torch.inference_mode():
+        for variant in a.variants.split(','):
+            compiled = variant == 'compiled'
+            decoder = Decoder(model, compile=compiled, length=length)
+            cache = StaticCache(config=model.config, max_cache_len=length) if compiled else None
+            config = CompileConfig() if compiled else None
+            if config is not None and dev.type == 'cpu': config._compile_all_devices = True
+            gen = lambda: with_generate(model, ids, a.new, cache, config)
+            loop = lambda: with_loop(decoder, ids, a.new)
+            t0 = time.perf_counter(); gen(); gen(); loop(); loop()  # warm-up: compiles and records the graphs
+            warm = time.perf_counter() - t0
+            times, tokens = {'generate': [], 'loop': []}, {}
+            for i in range(a.pairs):
+                for name, fn in (('generate', gen), ('loop', loop)) if i % 2 == 0 else (('loop', loop), ('generate', gen)):
+                    s, tokens[name] = timed(fn, dev)
+                    times[name].append(s)
+            same = tokens['generate'] == tokens['loop']
+            g, l = statistics.median(times['generate']), statistics.median(times['loop'])
+            rows.append((variant, a.new / g, a.new / l, g / l, same, warm))
+            del decoder, cache; gc.collect()
+    print(f'\n| variant | generate tokens/s | loop tokens/s | loop / generate | same tokens | warm-up s |')
+    print('|---|---|---|---|---|---|')
+    for v, g, l, r, same, warm in rows: print(f'| {v} | {g:.1f} | {l:.1f} | {r:.2f} | {same} | {warm:.1f} |')
+    print('\ntokens/s: new tokens over the whole call (prompt included), medians of the pairs.')
+
+
+if __name__ == '__main__':
+    main()
