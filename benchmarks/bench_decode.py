@@ -1,9 +1,10 @@
 #!/usr/bin/env python
 """The engine's decode loop against transformers' `generate`, on the same model, in one run.
 
-Both decode the same prompt greedily for the same number of new tokens, eager over a dynamic cache
-and compiled over one static cache (`--compile`'s path: `generate` gets the static cache and
-transformers' compile config, the loop gets `Decoder(compile=True)`). Each measurement is a pair
+Both decode the same prompt for the same number of new tokens, eager over a dynamic cache and
+compiled over one static cache (`--compile`'s path: `generate` gets the static cache and
+transformers' compile config, the loop gets `Decoder(compile=True)`), greedily and, compiled, also
+sampled as the app asks by default (temperature 0.4, here with topP 0.9), both sides seeded alike. Each measurement is a pair
 run back to back, several pairs interleaved, so the machine's noise hits both sides alike; the
 ratio of the medians is the figure. It also checks that both produce the same tokens. Prints a
 table; asserts nothing about time.
@@ -29,20 +30,27 @@ def sync(dev):
     if dev.type == 'cuda': torch.cuda.synchronize()
 
 
-def with_generate(model, ids, new, cache=None, compile=None) -> list[int]:
-    "Greedy tokens from transformers' `generate`, as the engine called it before the decode loop."
+SAMPLED = Settings(temperature=0.4, topP=0.9)
+
+
+def with_generate(model, ids, new, sampled, cache=None, compile=None) -> list[int]:
+    "Tokens from transformers' `generate`, as the engine called it before the decode loop."
     static = {}
     if cache is not None:
         cache.reset()
         static = {'cache' if 'cache' in Decoder(model).arg else 'past_key_values': cache, 'compile_config': compile}
     inp = torch.tensor([ids], device=model.device)
-    out = model.generate(inp, attention_mask=torch.ones_like(inp), max_new_tokens=new, do_sample=False, eos_token_id=None, pad_token_id=0, **static)
+    how = dict(do_sample=True, temperature=SAMPLED.temperature, top_p=SAMPLED.top_p, top_k=0) if sampled else dict(do_sample=False)
+    torch.manual_seed(0)
+    out = model.generate(inp, attention_mask=torch.ones_like(inp), max_new_tokens=new, eos_token_id=None, pad_token_id=0,
+                         **how, **static)
     return out[0, len(ids):].tolist()
 
 
-def with_loop(decoder, ids, new) -> list[int]:
-    "Greedy tokens from the engine's decode loop (no text decoding, like `with_generate`)."
-    sampler = Sampler(GenerationParams.from_settings(Settings(temperature=0)))
+def with_loop(decoder, ids, new, sampled) -> list[int]:
+    "Tokens from the engine's decode loop (no text decoding, like `with_generate`)."
+    sampler = Sampler(GenerationParams.from_settings(SAMPLED if sampled else Settings(temperature=0)))
+    torch.manual_seed(0)
     decoder.start(len(ids), new)
     first = sampler(decoder.prefill(ids))
     out = list(decode_tokens(lambda t: sampler(decoder.step(t)), first, new, threading.Event()))
@@ -64,7 +72,7 @@ def main():
     p.add_argument('--prompt', type=int, default=512, help='prompt tokens')
     p.add_argument('--new', type=int, default=256, help='new tokens')
     p.add_argument('--pairs', type=int, default=5, help='interleaved pairs per variant')
-    p.add_argument('--variants', default='eager,compiled')
+    p.add_argument('--variants', default='eager,compiled,compiled-sampled')
     a = p.parse_args()
     dev = torch.device(a.device)
     tmp = tempfile.TemporaryDirectory()
@@ -80,13 +88,13 @@ def main():
     rows = []
     with torch.inference_mode():
         for variant in a.variants.split(','):
-            compiled = variant == 'compiled'
+            compiled, sampled = variant.startswith('compiled'), variant.endswith('sampled')
             decoder = Decoder(model, compile=compiled, length=length)
             cache = StaticCache(config=model.config, max_cache_len=length) if compiled else None
             config = CompileConfig() if compiled else None
             if config is not None and dev.type == 'cpu': config._compile_all_devices = True
-            gen = lambda: with_generate(model, ids, a.new, cache, config)
-            loop = lambda: with_loop(decoder, ids, a.new)
+            gen = lambda: with_generate(model, ids, a.new, sampled, cache, config)
+            loop = lambda: with_loop(decoder, ids, a.new, sampled)
             t0 = time.perf_counter(); gen(); gen(); loop(); loop()  # warm-up: compiles and records the graphs
             warm = time.perf_counter() - t0
             times, tokens = {'generate': [], 'loop': []}, {}
