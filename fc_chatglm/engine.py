@@ -243,10 +243,22 @@ class TransformersEngine:
         self.lock = threading.Lock()
         self.decoder = Decoder(model, compile, self.window)
 
-    def warm_up(self) -> float:
-        "Run one tiny generation (with `compile`, this compiles); return its seconds."
+    @property
+    def compiled(self) -> bool: return self.decoder.static is not None
+
+    def warm_up(self, tokens: int = 8) -> float:
+        "Run one short generation and return its seconds; with `compile` it compiles, and falls back to eager if that fails."
         t0 = time.perf_counter()
-        self.generate(TextRequest(message='warm up', settings={'temperature': 0, 'maxResponseTokens': 3}))
+        req = TextRequest(message='warm up', settings={'temperature': 0, 'maxResponseTokens': tokens})
+        try: self.generate(req)
+        except EngineError: raise
+        except Exception as e:
+            if not self.compiled: raise
+            log.warning('compile: the decoder could not be compiled, so replies are decoded uncompiled (several times '
+                        'slower on a GPU). torch.compile needs Triton on a GPU (a separate install on Windows) and a C++ '
+                        'compiler on a CPU. The error: %s: %s', type(e).__name__, (str(e).strip().splitlines() or [''])[0][:300])
+            self.decoder = Decoder(self.model)
+            self.generate(req)
         return time.perf_counter() - t0
 
     def prompt_ids(self, request: ChatRequest | TextRequest, max_new: int) -> tuple[list[int], int]:

@@ -202,6 +202,7 @@ def load_engine(opts: LoadOptions, # what to load
     engine = TransformersEngine(model, fmt, name=name, window=window, compile=opts.compile)
     if opts.compile:
         progress(0.99, 'compiling the decoder')
-        log.info('compiled the decoder for a %d-token cache in %.1fs', engine.window, engine.warm_up())
+        seconds = engine.warm_up()
+        if engine.compiled: log.info('compiled the decoder for a %d-token cache in %.1fs', engine.window, seconds)
     progress(1.0, 'ready')
     return engine
