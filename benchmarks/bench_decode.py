@@ -6,13 +6,14 @@ compiled over one static cache (`--compile`'s path: `generate` gets the static c
 transformers' compile config, the loop gets `Decoder(compile=True)`), greedily and, compiled, also
 sampled as the app asks by default (temperature 0.4, here with topP 0.9), both sides seeded alike. Each measurement is a pair
 run back to back, several pairs interleaved, so the machine's noise hits both sides alike; the
-ratio of the medians is the figure. It also checks that both produce the same tokens. Prints a
+ratio of the medians is the figure. It also checks that both produce the same tokens and, on CUDA,
+counts the host-device synchronisations of each call (`torch.cuda.set_sync_debug_mode`). Prints a
 table; asserts nothing about time.
 
     python benchmarks/bench_decode.py                          # the demo model on this machine (CPU)
     python benchmarks/bench_decode.py --model 6b --device cuda # a 6B-shaped ChatGLM2, random fp16 weights
 """
-import argparse, gc, statistics, sys, tempfile, threading, time
+import argparse, gc, statistics, sys, tempfile, threading, time, warnings
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # import fc_chatglm from the repo root
@@ -65,6 +66,18 @@ def timed(fn, dev) -> tuple[float, list[int]]:
     return time.perf_counter() - t0, out
 
 
+def syncs(fn, dev) -> int | None:
+    "How many synchronising CUDA calls `fn` makes (None off CUDA)."
+    if dev.type != 'cuda': return None
+    torch.cuda.set_sync_debug_mode('warn')
+    try:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter('always')
+            fn()
+    finally: torch.cuda.set_sync_debug_mode('default')
+    return sum('synchroniz' in str(w.message) for w in caught)
+
+
 def main():
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument('--model', choices=['demo', '6b'], default='demo')
@@ -104,11 +117,12 @@ def main():
                     times[name].append(s)
             same = tokens['generate'] == tokens['loop']
             g, l = statistics.median(times['generate']), statistics.median(times['loop'])
-            rows.append((variant, a.new / g, a.new / l, g / l, same, warm))
+            rows.append((variant, a.new / g, a.new / l, g / l, same, warm, syncs(gen, dev), syncs(loop, dev)))
             del decoder, cache; gc.collect()
-    print(f'\n| variant | generate tokens/s | loop tokens/s | loop / generate | same tokens | warm-up s |')
-    print('|---|---|---|---|---|---|')
-    for v, g, l, r, same, warm in rows: print(f'| {v} | {g:.1f} | {l:.1f} | {r:.2f} | {same} | {warm:.1f} |')
+    print(f'\n| variant | generate tokens/s | loop tokens/s | loop / generate | same tokens | warm-up s | syncs: generate, loop |')
+    print('|---|---|---|---|---|---|---|')
+    for v, g, l, r, same, warm, sg, sl in rows:
+        print(f'| {v} | {g:.1f} | {l:.1f} | {r:.2f} | {same} | {warm:.1f} | {sg}, {sl} |')
     print('\ntokens/s: new tokens over the whole call (prompt included), medians of the pairs.')
 
 
