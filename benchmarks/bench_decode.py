@@ -124,6 +124,9 @@ def main():
     for v, g, l, r, same, warm, sg, sl in rows:
         print(f'| {v} | {g:.1f} | {l:.1f} | {r:.2f} | {same} | {warm:.1f} | {sg}, {sl} |')
     print('\ntokens/s: new tokens over the whole call (prompt included), medians of the pairs.')
+    from torch._dynamo.utils import counters
+    print(f"compiled graphs: {counters['stats']['unique_graphs']}, graph breaks: {sum(counters['graph_break'].values())}, "
+          f"CUDA graph skips: {counters['inductor']['cudagraph_skips']} (on a CPU every compiled graph is skipped)")
 
 
 if __name__ == '__main__':
