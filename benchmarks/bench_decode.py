@@ -13,7 +13,7 @@ table; asserts nothing about time.
     python benchmarks/bench_decode.py                          # the demo model on this machine (CPU)
     python benchmarks/bench_decode.py --model 6b --device cuda # a 6B-shaped ChatGLM2, random fp16 weights
 """
-import argparse, gc, statistics, sys, tempfile, threading, time, warnings
+import argparse, statistics, sys, tempfile, threading, time, warnings
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # import fc_chatglm from the repo root
@@ -98,14 +98,16 @@ def main():
     print(f'torch {torch.__version__}, transformers {transformers.__version__}, {a.model} model on '
           f'{torch.cuda.get_device_name() if dev.type == "cuda" else "cpu"} ({torch.get_num_threads()} threads), '
           f'{a.prompt}-token prompt + {a.new} new tokens, {a.pairs} pairs')
-    rows = []
+    rows, made = [], {}  # the compiled variants share one decoder and one static cache: one compile each side
     with torch.inference_mode():
         for variant in a.variants.split(','):
             compiled, sampled = variant.startswith('compiled'), variant.endswith('sampled')
-            decoder = Decoder(model, compile=compiled, length=length)
-            cache = StaticCache(config=model.config, max_cache_len=length) if compiled else None
-            config = CompileConfig() if compiled else None
-            if config is not None and dev.type == 'cpu': config._compile_all_devices = True
+            if compiled not in made:
+                config = CompileConfig() if compiled else None
+                if config is not None and dev.type == 'cpu': config._compile_all_devices = True
+                made[compiled] = (Decoder(model, compile=compiled, length=length),
+                                  StaticCache(config=model.config, max_cache_len=length) if compiled else None, config)
+            decoder, cache, config = made[compiled]
             gen = lambda: with_generate(model, ids, a.new, sampled, cache, config)
             loop = lambda: with_loop(decoder, ids, a.new, sampled)
             t0 = time.perf_counter(); gen(); gen(); loop(); loop()  # warm-up: compiles and records the graphs
@@ -118,7 +120,6 @@ def main():
             same = tokens['generate'] == tokens['loop']
             g, l = statistics.median(times['generate']), statistics.median(times['loop'])
             rows.append((variant, a.new / g, a.new / l, g / l, same, warm, syncs(gen, dev), syncs(loop, dev)))
-            del decoder, cache; gc.collect()
     print(f'\n| variant | generate tokens/s | loop tokens/s | loop / generate | same tokens | warm-up s | syncs: generate, loop |')
     print('|---|---|---|---|---|---|---|')
     for v, g, l, r, same, warm, sg, sl in rows:

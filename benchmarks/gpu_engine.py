@@ -77,6 +77,7 @@ def main():
     p.add_argument('--small', action='store_true')
     p.add_argument('--device', default='cuda')
     p.add_argument('--new-tokens', type=int, default=256, help='new tokens per reply (bitsandbytes variants: 64)')
+    p.add_argument('--variants', default=None, help='comma-separated variant names to run (default: all)')
     a = p.parse_args()
     dev, cfg = a.device, SMALL if a.small else CHATGLM2_6B_CONFIG
     name = torch.cuda.get_device_name() if cuda(dev) else 'cpu'
@@ -92,10 +93,10 @@ def main():
         for f in ('fp16', 'int4'): train_sentencepiece(root/f/'tokenizer.model', DEMO_CORPUS, vocab_size=600)
         print(f'wrote fp16 and int4 checkpoints in {time.perf_counter() - t0:.1f}s', flush=True)
         prompt = ('今天天气很好，我们一起去公园散步吧。' * 40)[:600]
-        plan = [('fp16', 'fp16', a.new_tokens, {}), ('fp16 compiled', 'fp16', a.new_tokens, {'compile': True}),
-                ('int4', 'int4', a.new_tokens, {})]
+        plan = [('fp16 compiled', 'fp16', a.new_tokens, {'compile': True}), ('int4', 'int4', a.new_tokens, {}),
+                ('int4 compiled', 'int4', a.new_tokens, {'compile': True}), ('fp16', 'fp16', a.new_tokens, {})]
         if cuda(dev): plan += [('fp16 -> bnb 4bit', 'fp16', 64, {'quantize': '4bit'}), ('fp16 -> bnb 8bit', 'fp16', 64, {'quantize': '8bit'})]
-        plan += [('int4 compiled', 'int4', a.new_tokens, {'compile': True})]
+        if a.variants: plan = [v for v in plan if v[0] in a.variants.split(',')]
         rows = []
         for variant, folder, new, opts in plan:
             rows.append(run(variant, root/folder, dev, prompt, new, **opts))

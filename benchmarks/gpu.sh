@@ -1,0 +1,19 @@
+#!/usr/bin/env bash
+# The GPU checks in one run, the most important first, each printing as it goes (about 8 minutes
+# on an H100): the decode loop against transformers' generate on a 6B-shaped ChatGLM2 (speed, same
+# tokens, host-device syncs, CUDA graph skips), then the checkpoint kinds through the engine
+# (load time, tokens/s, peak GPU memory).
+#
+#     bash benchmarks/gpu.sh
+#
+# On a machine without network access, put the wheels of what it lacks (pydantic and its parts,
+# bitsandbytes) in .whl/ first: they are installed from there.
+set -uo pipefail
+cd "$(dirname "$0")/.."
+if compgen -G ".whl/*.whl" > /dev/null; then
+    pip install -q --no-index --no-deps --upgrade --target /tmp/site .whl/*.whl && export PYTHONPATH=/tmp/site
+fi
+nvidia-smi --query-gpu=name,memory.total,clocks.max.memory --format=csv,noheader
+python -c "import torch, transformers; print('torch', torch.__version__, 'transformers', transformers.__version__)"
+timeout 200 python benchmarks/bench_decode.py --model 6b --device cuda --pairs 3 --variants compiled,compiled-sampled,eager
+timeout 240 python benchmarks/gpu_engine.py --variants "fp16 compiled,int4,int4 compiled"
