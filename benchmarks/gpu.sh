@@ -15,5 +15,6 @@ if compgen -G ".whl/*.whl" > /dev/null; then
 fi
 nvidia-smi --query-gpu=name,memory.total,clocks.max.memory --format=csv,noheader
 python -c "import torch, transformers; print('torch', torch.__version__, 'transformers', transformers.__version__)"
-timeout 200 python benchmarks/bench_decode.py --model 6b --device cuda --pairs 3 --variants compiled,compiled-sampled,eager
-timeout 240 python benchmarks/gpu_engine.py --variants "fp16 compiled,int4,int4 compiled"
+timeout 200 python benchmarks/bench_decode.py --model 6b --device cuda --pairs 3 --variants compiled,compiled-sampled
+timeout 60 python benchmarks/bench_decode.py --model 6b --device cuda --pairs 1 --new 32 --variants eager
+timeout 300 python benchmarks/gpu_engine.py --variants "fp16 compiled,int4,int4 compiled"
