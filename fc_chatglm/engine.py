@@ -122,7 +122,7 @@ class TokenPipe:
         host = torch.empty(token.shape, dtype=token.dtype, pin_memory=True)
         host.copy_(token, non_blocking=True)
         landed = torch.cuda.Event()
-        landed.record()
+        landed.record(torch.cuda.current_stream(token.device))  # the stream of the token's GPU, which may not be the current one
         self.queue.append((host, landed))
 
     def get(self) -> int:
