@@ -39,7 +39,7 @@ def with_generate(model, ids, new, sampled, cache=None, compile=None) -> list[in
     static = {}
     if cache is not None:
         cache.reset()
-        static = {'cache' if 'cache' in Decoder(model).arg else 'past_key_values': cache, 'compile_config': compile}
+        static = {CACHE_ARG: cache, 'compile_config': compile}
     inp = torch.tensor([ids], device=model.device)
     how = dict(do_sample=True, temperature=SAMPLED.temperature, top_p=SAMPLED.top_p, top_k=0) if sampled else dict(do_sample=False)
     torch.manual_seed(0)
@@ -91,6 +91,8 @@ def main():
     tmp = tempfile.TemporaryDirectory()
     if a.model == 'demo': model = load_demo(Path(tmp.name), device=a.device)[0]
     else: model = random_chatglm2(CHATGLM2_6B_CONFIG, device=dev, dtype=torch.float16)
+    global CACHE_ARG
+    CACHE_ARG = Decoder(model).arg  # what this transformers calls the cache argument
     model.generation_config.eos_token_id = None  # a random model would end its replies at random; time full replies
     vocab = model.config.vocab_size
     ids = torch.randint(10, vocab, (a.prompt,), generator=torch.Generator().manual_seed(0)).tolist()

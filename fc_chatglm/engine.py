@@ -316,7 +316,7 @@ class TransformersEngine:
                     emit(stream.push(t))
                 emit(stream.flush())
         except torch.OutOfMemoryError:
-            self.decoder.end(); self._release()
+            self.decoder.end(); self._release()  # drop the cache first, so its memory is given back too
             raise EngineError('The GPU ran out of memory for this request. Lower "max response tokens", '
                               'start a new session with less history, or load the model in int4.') from None
         finally: self.decoder.end()
