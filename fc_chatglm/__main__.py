@@ -10,6 +10,7 @@ import argparse
 import sys
 from pathlib import Path
 
+from .engine import MODES
 from .launch import pack, serve, setup_logging
 from .load import LoadOptions
 
@@ -26,9 +27,12 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument('--dtype', default='auto', choices=['auto', 'float16', 'bfloat16', 'float32'],
                    help='auto: float16/bfloat16 on a GPU, float32 on a CPU')
     p.add_argument('--quantize', choices=['8bit', '4bit'], help='quantize an fp16 checkpoint while loading (CUDA, needs bitsandbytes)')
-    p.add_argument('--compile', action='store_true', help='compile the decoder over a static cache: several times faster '
-                   'on a GPU, after a warm-up of about a minute at start')
-    p.add_argument('--context', type=int, default=4096, help='with --compile: the most tokens (prompt + reply) a request can use')
+    p.add_argument('--decode', default='auto', choices=['auto', *MODES], help='how each token is decoded: graph (the default '
+                   'on a GPU) replays the step as a CUDA graph; compile also fuses kernels with torch.compile, after a warm-up '
+                   'of about a minute, and needs Triton; eager runs the Python model each time (the default on a CPU)')
+    p.add_argument('--compile', dest='decode', action='store_const', const='compile', help='the same as --decode compile')
+    p.add_argument('--context', type=int, default=4096, help='with graph or compile: the static cache\'s length in tokens '
+                   '(prompt + reply); longer requests are decoded eagerly')
     p.add_argument('--connector', type=Path, default=Path('connector.json'), help='the manifest to read (default: ./connector.json)')
     p.add_argument('--log-level', default='INFO', choices=['DEBUG', 'INFO', 'WARNING', 'ERROR'])
     return p
@@ -49,7 +53,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f'wrote {pack(a.out)}'); return 0
     setup_logging(a.log_level)
     return serve(LoadOptions(model=a.model, demo=a.demo, device=a.device, dtype=a.dtype, quantize=a.quantize,
-                                 compile=a.compile, context=a.context), a.connector, a.host, a.port)
+                                 decode=a.decode, context=a.context), a.connector, a.host, a.port)
 
 # %% ../nbs/09_main.ipynb #17d1a335
 #| eval: false
