@@ -1,10 +1,14 @@
 #!/usr/bin/env python
 """The engine's decode loop against transformers' `generate`, on the same model, in one run.
 
-Both decode the same prompt for the same number of new tokens, eager over a dynamic cache and
-compiled over one static cache (`--compile`'s path: `generate` gets the static cache and
-transformers' compile config, the loop gets `Decoder(compile=True)`), greedily and, compiled, also
-sampled as the app asks by default (temperature 0.4, here with topP 0.9), both sides seeded alike. Each measurement is a pair
+Both decode the same prompt for the same number of new tokens, greedily or (`-sampled`) sampled
+as the app asks by default (temperature 0.4, here with topP 0.9), both sides seeded alike. The variants:
+- `eager`: both over a dynamic cache, the model's Python code at every step;
+- `graph`: the loop's step recorded once and replayed over one static cache (`--decode graph`, the
+  GPU default: a CUDA graph; on a CPU the make_fx stand-in of the tests, which shows the Python
+  overhead removed but is no product path), against `generate` as the engine ran it by default;
+- `compiled`: both compiled over one static cache (`--decode compile`: `generate` gets the static
+  cache and transformers' compile config, the loop gets `Decoder(mode='compile')`). Each measurement is a pair
 run back to back, several pairs interleaved, so the machine's noise hits both sides alike; the
 ratio of the medians is the figure. It also checks that both produce the same tokens and, on CUDA,
 counts the host-device synchronisations of each call (`torch.cuda.set_sync_debug_mode`). Prints a
@@ -23,7 +27,7 @@ from transformers import CompileConfig, StaticCache
 
 from fc_chatglm.chatglm2 import CHATGLM2_6B_CONFIG, random_chatglm2
 from fc_chatglm.demo import load_demo
-from fc_chatglm.engine import Decoder, Sampler, decode_tokens
+from fc_chatglm.engine import Decoder, Sampler, capture_cuda_graph, decode_tokens, trace_capture
 from fc_chatglm.schemas import GenerationParams, Settings
 
 
@@ -85,9 +89,12 @@ def main():
     p.add_argument('--prompt', type=int, default=512, help='prompt tokens')
     p.add_argument('--new', type=int, default=256, help='new tokens')
     p.add_argument('--pairs', type=int, default=5, help='interleaved pairs per variant')
-    p.add_argument('--variants', default='eager,compiled,compiled-sampled')
+    p.add_argument('--variants', help='comma-separated, from eager, graph, compiled, each optionally -sampled '
+                   '(default: eager,compiled,compiled-sampled on a CPU, where graph is only the tests\' stand-in; '
+                   'graph,graph-sampled,compiled,compiled-sampled,eager on CUDA)')
     a = p.parse_args()
     dev = torch.device(a.device)
+    a.variants = a.variants or ('graph,graph-sampled,compiled,compiled-sampled,eager' if dev.type == 'cuda' else 'eager,compiled,compiled-sampled')
     tmp = tempfile.TemporaryDirectory()
     if a.model == 'demo': model = load_demo(Path(tmp.name), device=a.device)[0]
     else: model = random_chatglm2(CHATGLM2_6B_CONFIG, device=dev, dtype=torch.float16)
@@ -100,16 +107,17 @@ def main():
     print(f'torch {torch.__version__}, transformers {transformers.__version__}, {a.model} model on '
           f'{torch.cuda.get_device_name() if dev.type == "cuda" else "cpu"} ({torch.get_num_threads()} threads), '
           f'{a.prompt}-token prompt + {a.new} new tokens, {a.pairs} pairs')
-    rows, made = [], {}  # the compiled variants share one decoder and one static cache: one compile each side
+    rows, made = [], {}  # variants of one kind share one decoder and one static cache: one compile or recording each
     with torch.inference_mode():
         for variant in a.variants.split(','):
-            compiled, sampled = variant.startswith('compiled'), variant.endswith('sampled')
-            if compiled not in made:
-                config = CompileConfig() if compiled else None
+            kind, sampled = variant.removesuffix('-sampled'), variant.endswith('-sampled')
+            if kind not in made:
+                config = CompileConfig() if kind == 'compiled' else None
                 if config is not None and dev.type == 'cpu': config._compile_all_devices = True
-                made[compiled] = (Decoder(model, compile=compiled, length=length),
-                                  StaticCache(config=model.config, max_cache_len=length) if compiled else None, config)
-            decoder, cache, config = made[compiled]
+                mode = {'eager': 'eager', 'graph': 'graph', 'compiled': 'compile'}[kind]
+                made[kind] = (Decoder(model, mode, length, capture_cuda_graph if dev.type == 'cuda' else trace_capture),
+                              StaticCache(config=model.config, max_cache_len=length) if config else None, config)
+            decoder, cache, config = made[kind]
             gen = lambda: with_generate(model, ids, a.new, sampled, cache, config)
             loop = lambda: with_loop(decoder, ids, a.new, sampled)
             t0 = time.perf_counter(); gen(); gen(); loop(); loop()  # warm-up: compiles and records the graphs

@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # The GPU checks in one run, the most important first, each printing as it goes (about 8 minutes
-# on an H100): the decode loop against transformers' generate on a 6B-shaped ChatGLM2 (speed, same
-# tokens, host-device syncs, CUDA graph skips), then the checkpoint kinds through the engine
-# (load time, tokens/s, peak GPU memory).
+# on an H100): the checkpoint kinds through the engine with the step recorded as a CUDA graph (the
+# GPU default) and compiled (load time, tokens/s, peak GPU memory, and whether the mode held or fell
+# back to eager), then the decode loop against transformers' generate on a 6B-shaped ChatGLM2
+# (speed, same tokens, host-device syncs, CUDA graph skips).
 #
 #     bash benchmarks/gpu.sh
 #
@@ -15,6 +16,6 @@ if compgen -G ".whl/*.whl" > /dev/null; then
 fi
 nvidia-smi --query-gpu=name,memory.total,clocks.max.memory --format=csv,noheader
 python -c "import torch, transformers; print('torch', torch.__version__, 'transformers', transformers.__version__)"
+timeout 300 python benchmarks/gpu_engine.py --variants "fp16 graph,int4 graph,fp16 compiled,int4 compiled"
+timeout 120 python benchmarks/bench_decode.py --model 6b --device cuda --pairs 2 --new 64 --variants graph,graph-sampled
 timeout 200 python benchmarks/bench_decode.py --model 6b --device cuda --pairs 3 --variants compiled,compiled-sampled
-timeout 60 python benchmarks/bench_decode.py --model 6b --device cuda --pairs 1 --new 32 --variants eager
-timeout 300 python benchmarks/gpu_engine.py --variants "fp16 compiled,int4,int4 compiled"

@@ -2,9 +2,10 @@
 """GPU check of the whole engine path on a 6B-shaped ChatGLM2 with random weights.
 
 Writes the model in the published fp16 sharded layout and as int4 (with a locally trained tokenizer),
-then loads each variant with `load_engine` exactly as `python -m fc_chatglm` does (fp16, int4, both
-with the compiled decoder of `--compile`, and fp16 quantized while loading with bitsandbytes 8bit/4bit
-when it is installed) and times `TransformersEngine.generate` on a ~512-token prompt with 256 new tokens: load time, first token,
+then loads each variant with `load_engine` exactly as `python -m fc_chatglm` does (fp16 and int4,
+each with the step recorded as a CUDA graph (`--decode graph`, the GPU default), compiled
+(`--decode compile`) and eager (`--decode eager`), and fp16 quantized while loading with
+bitsandbytes 8bit/4bit when it is installed) and times `TransformersEngine.generate` on a ~512-token prompt with 256 new tokens: load time, first token,
 tokens/s, peak GPU memory. It also times bare decode steps of the model, to show how much of a
 step is the model and how much is the rest of the engine. Prints a table; asserts nothing about time.
 
@@ -62,7 +63,7 @@ def run(name, folder, dev, prompt, new, **opts) -> dict:
     t0 = time.perf_counter()
     try: engine = load_engine(LoadOptions(model=folder, device=dev, **opts))
     except Exception as e: return {'variant': name, 'error': f'{type(e).__name__}: {e}'.splitlines()[0][:160]}
-    row = {'variant': name, 'load_s': time.perf_counter() - t0, 'weights_GB': torch.cuda.memory_allocated() / GB if cuda(dev) else float('nan')}
+    row = {'variant': name, 'decode': engine.decode, 'load_s': time.perf_counter() - t0, 'weights_GB': torch.cuda.memory_allocated() / GB if cuda(dev) else float('nan')}
     req = TextRequest(message=prompt, settings={'temperature': 0, 'maxResponseTokens': new})
     engine.generate(TextRequest(message=prompt, settings={'temperature': 0, 'maxResponseTokens': 4}))  # warm-up
     out = engine.generate(req)
@@ -93,9 +94,9 @@ def main():
         for f in ('fp16', 'int4'): train_sentencepiece(root/f/'tokenizer.model', DEMO_CORPUS, vocab_size=600)
         print(f'wrote fp16 and int4 checkpoints in {time.perf_counter() - t0:.1f}s', flush=True)
         prompt = ('今天天气很好，我们一起去公园散步吧。' * 40)[:600]
-        plan = [('fp16 compiled', 'fp16', a.new_tokens, {'compile': True}), ('int4', 'int4', a.new_tokens, {}),
-                ('int4 compiled', 'int4', a.new_tokens, {'compile': True}), ('fp16', 'fp16', a.new_tokens, {})]
-        if cuda(dev): plan += [('fp16 -> bnb 4bit', 'fp16', 64, {'quantize': '4bit'}), ('fp16 -> bnb 8bit', 'fp16', 64, {'quantize': '8bit'})]
+        plan = [(f'{kind} {mode}', kind, a.new_tokens, {'decode': 'compile' if mode == 'compiled' else mode})
+                for mode in ('graph', 'compiled', 'eager') for kind in ('fp16', 'int4')]
+        if cuda(dev): plan += [(f'fp16 -> bnb {q}', 'fp16', 64, {'quantize': q}) for q in ('4bit', '8bit')]
         if a.variants: plan = [v for v in plan if v[0] in a.variants.split(',')]
         rows = []
         for variant, folder, new, opts in plan:
@@ -103,7 +104,7 @@ def main():
             print(rows[-1], flush=True)
     finally:
         shutil.rmtree(root, ignore_errors=True)
-    cols = ['variant', 'load_s', 'weights_GB', 'peak_GB', 'prompt_tok', 'new_tok', 'first_s', 'tok/s', 'step_ms_bare']
+    cols = ['variant', 'decode', 'load_s', 'weights_GB', 'peak_GB', 'prompt_tok', 'new_tok', 'first_s', 'tok/s', 'step_ms_bare']
     fmt = lambda v: f'{v:.3g}' if isinstance(v, float) else str(v)
     print(f'\nengine.generate, greedy, {a.new_tokens} new tokens, on {name}')
     print(' | '.join(f'{c:>12}' for c in cols))
