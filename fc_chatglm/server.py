@@ -247,7 +247,8 @@ def create_app(host: ModelHost, # the model, or its loading state
         "Loading progress, readiness or the failure, and how busy the model is."
         e = host.engine
         return {'status': host.status, 'progress': round(host.progress, 3), 'detail': host.detail, 'error': host.error,
-                'model': getattr(e, 'name', None), 'streams': len(worker.streams), 'waiting': worker.waiting}
+                'model': getattr(e, 'name', None), 'decode': getattr(e, 'decode', None),  # eager, graph or compile
+                'streams': len(worker.streams), 'waiting': worker.waiting}
     return app
 
 # %% ../nbs/07_server.ipynb #3f75b570
