@@ -21,7 +21,7 @@ import torch, transformers
 
 from fc_chatglm.chatglm2 import CHATGLM2_6B_CONFIG, random_chatglm2, save_chatglm2
 from fc_chatglm.demo import DEMO_CORPUS
-from fc_chatglm.engine import Decoder
+from fc_chatglm.decode import Decoder
 from fc_chatglm.load import LoadOptions, load_engine
 from fc_chatglm.schemas import TextRequest
 from fc_chatglm.tokenizer import train_sentencepiece

@@ -10,7 +10,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from .engine import MODES
+from .decode import MODES
 from .launch import pack, serve, setup_logging
 from .load import LoadOptions
 

@@ -18,7 +18,8 @@ from transformers import AutoModelForCausalLM, AutoTokenizer, GenerationConfig
 
 from .chatglm2 import UnsupportedCheckpoint, glm_config, is_chatglm2_folder, load_chatglm2, read_chatglm2_config
 from .demo import DEMO_NOTE, load_demo
-from .engine import MODES, ChatFormat, EngineError, GLMFormat, TransformersEngine
+from .decode import MODES
+from .engine import ChatFormat, EngineError, GLMFormat, TransformersEngine
 from .history import Conversation
 from .tokenizer import ChatGLM2Tokenizer
 
@@ -163,7 +164,7 @@ class LoadOptions:
     device: str = 'auto'  # auto, cuda, cuda:N or cpu
     dtype: str = 'auto'  # auto, float16, bfloat16 or float32
     quantize: str | None = None  # 8bit or 4bit: quantize a half-precision checkpoint with bitsandbytes (CUDA)
-    decode: str = 'auto'  # auto, eager, graph or compile: how a decoding step runs (`05_engine`)
+    decode: str = 'auto'  # auto, eager, graph or compile: how a decoding step runs (`04a_decode`)
     context: int = 4096  # with graph or compile: the static cache's length; longer requests run eagerly
     demo_dir: Path | None = None  # where the demo's files go (a temporary folder if None)
 
