@@ -113,9 +113,9 @@ def fit_conversation(
 
 # %% ../nbs/05_engine.ipynb #2ad5426e
 FALLBACK = {  # the warning when a faster decoder cannot be made, so replies are decoded eagerly
-    'graph': 'graph: the decoding step could not be recorded as a CUDA graph, so replies are decoded uncompiled '
+    'graph': 'graph: the decoding step could not be recorded as a CUDA graph, so replies are decoded eagerly '
              '(several times slower on a GPU). Start with --decode eager to skip the attempt.',
-    'compile': 'compile: the decoder could not be compiled, so replies are decoded uncompiled (several times slower '
+    'compile': 'compile: the decoder could not be compiled, so replies are decoded eagerly (several times slower '
                'on a GPU). torch.compile needs Triton on a GPU (a separate install on Windows) and a C++ compiler on a CPU.'}
 
 class TransformersEngine:
