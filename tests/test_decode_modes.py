@@ -1,7 +1,5 @@
 """`python -m fc_chatglm --decode ... --context ...` through the real command line: a mode that cannot
 be set up here falls back to eager and `/health` says so, and a bad `--context` is reported, not a crash."""
-import time
-
 import httpx
 
 from fc_chatglm.launch import start_connector
@@ -9,20 +7,11 @@ from fc_chatglm.launch import start_connector
 SETTINGS = {'temperature': 0, 'maxResponseTokens': 12}
 
 
-def settled(base: str, timeout: float = 60) -> dict:
-    "`/health` once loading has ended."
-    deadline = time.time() + timeout
-    while (h := httpx.get(base + '/health').json())['status'] == 'loading':
-        assert time.time() < deadline, h
-        time.sleep(0.05)
-    return h
-
-
 def reply(base: str) -> dict:
     return httpx.post(base + '/chat', json={'message': '你好', 'settings': SETTINGS}).json()
 
 
-def test_graph_without_cuda_falls_back_to_eager_and_health_says_so():
+def test_graph_without_cuda_falls_back_to_eager_and_health_says_so(settled):
     eager, base_e = start_connector('--demo', '--decode', 'eager')
     graph, base_g = start_connector('--demo', '--decode', 'graph')  # no CUDA device here: recording fails
     try:
@@ -34,7 +23,7 @@ def test_graph_without_cuda_falls_back_to_eager_and_health_says_so():
         for p in (eager, graph): p.kill(); p.wait()
 
 
-def test_a_context_below_one_token_is_reported_on_health():
+def test_a_context_below_one_token_is_reported_on_health(settled):
     proc, base = start_connector('--demo', '--context', '0')
     try:
         h = settled(base)

@@ -2,7 +2,6 @@
 (sharded .bin with index, single .bin, safetensors, int4), through the real loader, and answers what
 the same folder answers in-process."""
 import json
-import time
 
 import httpx
 import pytest
@@ -30,7 +29,7 @@ def source(tmp_path_factory):
 
 
 @pytest.mark.parametrize('layout', LAYOUTS)
-def test_cli_serves_each_published_layout(layout, source, tmp_path):
+def test_cli_serves_each_published_layout(layout, source, tmp_path, settled):
     model, tokenizer_model = source
     folder = tmp_path/layout
     save_chatglm2(model, folder, layout=layout, shards=3)
@@ -41,10 +40,7 @@ def test_cli_serves_each_published_layout(layout, source, tmp_path):
     expected = load_engine(LoadOptions(model=folder, device='cpu')).generate(ChatRequest(message='你好', settings=SETTINGS)).text
     proc, base = start_connector('--model', str(folder))
     try:
-        deadline = time.time() + 60
-        while (h := httpx.get(base + '/health').json())['status'] == 'loading':
-            assert time.time() < deadline
-            time.sleep(0.05)
+        h = settled(base)
         assert h['status'] == 'ready', h
         assert h['model'] == 'ChatGLM2'
         r = httpx.post(base + '/chat', json={'message': '你好', 'settings': SETTINGS}).json()
@@ -55,14 +51,14 @@ def test_cli_serves_each_published_layout(layout, source, tmp_path):
         proc.kill(); proc.wait()
 
 
-def test_a_refused_variant_keeps_the_server_up_and_names_the_key(source, tmp_path):
+def test_a_refused_variant_keeps_the_server_up_and_names_the_key(source, tmp_path, settled):
     model, tokenizer_model = source
     save_chatglm2(model, tmp_path, layout='single')
     cfg = json.loads((tmp_path/'config.json').read_text())
     (tmp_path/'config.json').write_text(json.dumps({**cfg, 'pre_seq_len': 128}))
     proc, base = start_connector('--model', str(tmp_path))
     try:
-        while (h := httpx.get(base + '/health').json())['status'] == 'loading': time.sleep(0.05)
+        h = settled(base)
         assert h['status'] == 'failed' and 'pre_seq_len' in h['error']
         r = httpx.post(base + '/chat', json={'message': 'hi'}).json()
         assert r['isError'] and 'pre_seq_len' in r['content']
