@@ -4,7 +4,7 @@
 
 # %% auto #0
 __all__ = ['log', 'DONE', 'LINE_INTERVAL', 'ROUTES', 'ModelHost', 'Job', 'Worker', 'Inbox', 'failure', 'stream_lines', 'hang_up',
-           'json_body', 'create_app', 'app_stream', 'open_socket', 'serve_in_thread']
+           'json_body', 'plain_text', 'embed_failure', 'create_app', 'app_stream', 'open_socket', 'serve_in_thread']
 
 # %% ../nbs/07_server.ipynb #e22a21d3
 import asyncio
@@ -27,6 +27,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, StreamingResponse
 from pydantic import BaseModel, ValidationError
 
+from .embed import OFF, EmbedError, Embeddings
 from .engine import Engine, EngineError, Outcome
 from .schemas import ChatRequest, Reply, TextRequest, describe_errors
 
@@ -184,22 +185,43 @@ def json_body(model: type[BaseModel]):
         except ValidationError as e: raise RequestValidationError(e.errors()) from None
     return parse
 
+# %% ../nbs/07_server.ipynb #c295e39a
+def plain_text(body: bytes, # the request body
+               content_type: str | None, # its Content-Type header, if any
+               ) -> str:
+    "The body as text, in the charset its content type names (UTF-8 if none); an `EmbedError` if it is not."
+    m = re.search(r'charset="?([\w.:-]+)', content_type or '', re.I)
+    charset = m.group(1) if m else 'utf-8'
+    try: return body.decode(charset)
+    except LookupError: raise EmbedError(f'Unknown charset {charset!r} in the Content-Type: send UTF-8 text.') from None
+    except UnicodeDecodeError as e: raise EmbedError(f'The body is not {charset} text ({e.reason} at byte {e.start}).') from None
+
+def embed_failure(e: Exception) -> JSONResponse:
+    "The reply to an embedding request that raised `e`: a status that tells the app it failed, and why."
+    if not isinstance(e, EmbedError):
+        log.error('embedding failed', exc_info=e)
+        e = EmbedError(f'The embedding model failed: {type(e).__name__}: {e}', 500)
+    log.warning('embedding refused (%d): %s', e.status, e)
+    return JSONResponse(status_code=e.status, content={'error': str(e)})
+
 # %% ../nbs/07_server.ipynb #6dddc641
 ROUTES = {'chat-rest': '/chat', 'chat-stream': '/chat/stream', 'chat-stream-cancel': '/chat/stream/cancel',
           'text-completion-rest': '/text', 'text-completion-stream': '/text/stream',
-          'text-completion-stream-cancel': '/text/stream/cancel'}
+          'text-completion-stream-cancel': '/text/stream/cancel', 'embedding-rest': '/embedding'}
 
 def create_app(host: ModelHost, # the model, or its loading state
                routes: dict[str, str] = ROUTES, # endpoint type -> path, from the manifest
                on_start: Callable[[], None] | None = None, # run once the server starts (the launcher starts loading)
+               embeddings: Embeddings | None = None, # the embedding model (loaded at its first request); None: off
                ) -> FastAPI:
     "The connector's FastAPI app over `host`."
-    worker = Worker()
+    worker, embeddings = Worker(), embeddings or Embeddings(OFF)
+    embedder = ThreadPoolExecutor(max_workers=1, thread_name_prefix='embed')  # apart from generation: neither waits for the other
     @asynccontextmanager
     async def lifespan(app):
         if on_start: on_start()
         yield
-        worker.shutdown()
+        worker.shutdown(); embedder.shutdown(wait=False, cancel_futures=True)
     app = FastAPI(title='fc_chatglm', lifespan=lifespan,
                   description='A Fantasy Copilot connector for ChatGLM2-6B and Hugging Face chat models')
     app.state.host, app.state.worker = host, worker
@@ -242,13 +264,22 @@ def create_app(host: ModelHost, # the model, or its loading state
     @app.post(routes['text-completion-stream-cancel'])
     async def text_cancel() -> dict: return cancel('text')
 
+    @app.post(routes['embedding-rest'])
+    async def embedding(http: Request) -> JSONResponse:
+        "The raw body's text -> `{\"embedding\": [...]}`; a failure is a status the app can tell apart."
+        try:
+            text = plain_text(await http.body(), http.headers.get('content-type'))
+            vector = await asyncio.get_running_loop().run_in_executor(embedder, embeddings.embed, text)
+        except Exception as e: return embed_failure(e)
+        return JSONResponse({'embedding': vector})
+
     @app.get('/health')
     async def health() -> dict:
         "Loading progress, readiness or the failure, and how busy the model is."
         e = host.engine
         return {'status': host.status, 'progress': round(host.progress, 3), 'detail': host.detail, 'error': host.error,
                 'model': getattr(e, 'name', None), 'decode': getattr(e, 'decode', None),  # eager, graph or compile
-                'streams': len(worker.streams), 'waiting': worker.waiting}
+                'streams': len(worker.streams), 'waiting': worker.waiting, 'embedding': embeddings.health()}
     return app
 
 # %% ../nbs/07_server.ipynb #3f75b570

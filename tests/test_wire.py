@@ -239,3 +239,35 @@ def test_requests_wait_their_turn_in_arrival_order(base):
         while httpx.get(base + '/health').json()['waiting'] < i + 1 - len(finished): assert time.time() < deadline; time.sleep(0.005)
     for t in threads: t.join(60)
     assert finished == [0, 1, 2, 3]
+
+
+def embed(base, text: str, content_type='text/plain; charset=utf-8') -> httpx.Response:
+    "An embedding request as the app's knowledge base sends it: the raw text as a UTF-8 text/plain body."
+    return httpx.post(base + '/embedding', content=text.encode('utf-8'), headers={'Content-Type': content_type}, timeout=120)
+
+
+def test_embedding_rest_as_the_knowledge_base_calls_it(base):
+    assert httpx.get(base + '/health').json()['embedding']['status'] == 'idle'  # loaded at the first request only
+    texts = ['How do I reset my password?', 'Steps to change the password of an account.', '今天天气很好，我们去公园散步。']
+    vectors = []
+    for t in texts:
+        r = embed(base, t)
+        assert r.status_code == 200 and r.headers['content-type'] == 'application/json', r.text
+        assert set(r.json()) == {'embedding'}
+        vectors.append(r.json()['embedding'])
+    assert all(len(v) == 384 and abs(sum(x * x for x in v) - 1) < 1e-4 for v in vectors)
+    cos = lambda a, b: sum(x * y for x, y in zip(a, b))
+    assert cos(vectors[0], vectors[1]) > 0.5 > cos(vectors[0], vectors[2]), (cos(vectors[0], vectors[1]), cos(vectors[0], vectors[2]))
+    assert embed(base, texts[0]).json()['embedding'] == vectors[0]  # the same text, the same vector
+    assert httpx.get(base + '/health').json()['embedding'] == {'status': 'ready', 'model': 'all-MiniLM-L6-v2',
+                                                               'dimensions': 384, 'error': None}
+
+
+def test_embedding_refusals_are_statuses_and_the_next_request_is_served(base):
+    r = embed(base, '   ')
+    assert r.status_code == 400 and 'empty' in r.json()['error']
+    r = httpx.post(base + '/embedding', content=b'\xc3\x28 broken utf-8', headers={'Content-Type': 'text/plain; charset=utf-8'})
+    assert r.status_code == 400 and 'not utf-8 text' in r.json()['error']
+    r = embed(base, 'x' * 200_001)
+    assert r.status_code == 413
+    assert embed(base, 'still served').status_code == 200
