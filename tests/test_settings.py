@@ -30,11 +30,17 @@ def test_config_json_sets_the_model_folder_and_embeddings(tmp_path, settled):
 
 
 def test_the_command_line_overrides_config_json(tmp_path, settled):
-    folder = connector_folder(tmp_path, json.dumps({'model': 'weights', 'decode': 'graph', 'embedding': 'off'}))
-    proc, base = start_connector('--demo', '--decode', 'eager', cwd=folder)
+    folder = connector_folder(tmp_path, json.dumps({'device': 'cuda', 'embedding': 'off'}))  # this machine has no CUDA
+    proc, base = start_connector('--demo', cwd=folder)
     try:
         h = settled(base)
-        assert (h['status'], h['decode']) == ('ready', 'eager'), h
+        assert h['status'] == 'failed' and 'sees no CUDA GPU' in h['error'] and h['embedding']['status'] == 'off', h
+    finally:
+        proc.kill(); proc.wait()
+    proc, base = start_connector('--demo', '--device', 'cpu', '--embedding', 'minilm', cwd=folder)
+    try:
+        h = settled(base)
+        assert (h['status'], h['embedding']['status']) == ('ready', 'idle'), h
     finally:
         proc.kill(); proc.wait()
 
