@@ -129,22 +129,22 @@ class Embeddings:
             if self.status == 'off':
                 raise EmbedError('Embeddings are off in this connector ("embedding": "off" in config.json, or '
                                  '--embedding off). Set it to minilm or a model folder, and restart the connector.', 503)
-            if self.status == 'failed': raise EmbedError(f'The embedding model could not be loaded: {self.error}', 503)
-            if self.embedder is None:
+            if self.status == 'idle':
                 self.status = 'loading'
                 log.info('loading the embedding model (%s)', self.spec)
                 try: self.embedder = self.load(self.spec, self.device)
                 except Exception as e:
-                    self.status, self.error = 'failed', str(e) if isinstance(e, EngineError) else f'{type(e).__name__}: {e}'
+                    self.failed(str(e) if isinstance(e, EngineError) else f'{type(e).__name__}: {e}')
                     log.error('embedding model: %s', self.error)
-                    raise EmbedError(f'The embedding model could not be loaded: {self.error}', 503) from None
-                self.status = 'ready'
-                log.info('embedding model ready: %s, %d dimensions', self.embedder.name, self.embedder.dimensions)
+                else:
+                    self.status = 'ready'
+                    log.info('embedding model ready: %s, %d dimensions', self.embedder.name, self.embedder.dimensions)
+            if self.status == 'failed': raise EmbedError(f'The embedding model could not be loaded: {self.error}', 503)
             return self.embedder
 
-    def fail(self, reason: str):
-        "Refuse every request with `reason` (the connector's settings are wrong)."
-        with self.lock: self.status, self.error = 'failed', reason
+    def failed(self, reason: str):
+        "Refuse every request from now on with `reason` (a failed load, or wrong settings)."
+        self.error, self.status = reason, 'failed'  # the reason first: /health never shows 'failed' without it
 
     def embed(self, text: str) -> list[float]:
         "The vector of `text` (loads the model at the first call)."

@@ -142,7 +142,7 @@ def serve(opts: LoadOptions, # what model to load
         opts.demo_dir = Path(demo_dir.name)
     model_host, embeddings = ModelHost(), Embeddings(embedding, opts.device)
     if problem:
-        log.error('%s', problem); model_host.failed(problem); embeddings.fail(problem)
+        log.error('%s', problem); model_host.failed(problem); embeddings.failed(problem)
     app = create_app(model_host, manifest_routes(m), on_start=None if problem else lambda: start_loading(model_host, opts),
                      embeddings=embeddings)
     bound = sock.getsockname()
