@@ -1,0 +1,67 @@
+"""A broken install, as a Fantasy Copilot user meets it: the real `python -m fc_chatglm` process with a
+requirement that cannot be imported still listens, and every endpoint says what to install."""
+import json
+import os
+import shutil
+import subprocess
+import sys
+
+import httpx
+import pytest
+
+from fc_chatglm.launch import PROJECT, start_connector
+from fc_chatglm.server import app_stream
+
+
+def hide(tmp_path, monkeypatch, module: str, error: str):
+    "Make `import module` raise `error` in the connector process, as an uninstalled or broken package does."
+    shadow = tmp_path / 'shadow' / module
+    shadow.mkdir(parents=True)
+    (shadow / '__init__.py').write_text(f'raise {error}\n')
+    monkeypatch.setenv('PYTHONPATH', str(shadow.parent))  # start_connector puts the project first, then this
+
+
+@pytest.fixture
+def folder(tmp_path):
+    "A connector folder as the app unpacks it."
+    (tmp_path / 'app').mkdir()
+    shutil.copy(PROJECT / 'connector.json', tmp_path / 'app' / 'connector.json')
+    return tmp_path / 'app'
+
+
+def test_a_missing_requirement_is_told_on_every_endpoint(tmp_path, monkeypatch, folder):
+    hide(tmp_path, monkeypatch, 'fastapi', "ModuleNotFoundError(\"No module named 'fastapi'\", name='fastapi')")
+    proc, base = start_connector('--demo', cwd=folder)
+    try:
+        reply = httpx.post(base + '/chat', json={'message': 'hi'}, timeout=10).json()
+        problem = reply['content']
+        assert reply['isError'] is True and "'fastapi' is not installed" in problem, reply
+        assert sys.executable in problem and 'pip install -r requirements.txt' in problem and str(folder) in problem
+        body = json.dumps({'message': '\u4f60\u597d', 'history': []}).encode()
+        assert app_stream(base, '/chat/stream', body) == ([problem], True)
+        assert app_stream(base, '/text/stream', body) == ([problem], True)
+        assert httpx.post(base + '/text/stream/cancel').status_code == 200
+        r = httpx.post(base + '/embedding', content=b'hello', headers={'Content-Type': 'text/plain; charset=utf-8'})
+        assert (r.status_code, r.json()['error']) == (503, problem)
+        assert httpx.get(base + '/health').json()['status'] == 'failed'
+    finally:
+        proc.kill(); proc.wait()
+
+
+def test_a_library_that_fails_to_load_is_told_with_its_error(tmp_path, monkeypatch, folder):
+    hide(tmp_path, monkeypatch, 'torch', "OSError('[WinError 126] Error loading \"fbgemm.dll\" or one of its dependencies.')")
+    proc, base = start_connector(cwd=folder)
+    try:
+        problem = httpx.post(base + '/text', json={'message': 'hi'}, timeout=10).json()['content']
+        assert 'OSError' in problem and 'fbgemm.dll' in problem and '--upgrade' in problem, problem
+    finally:
+        proc.kill(); proc.wait()
+
+
+def test_pack_with_a_missing_requirement_prints_the_problem(tmp_path, monkeypatch, folder):
+    hide(tmp_path, monkeypatch, 'torch', "ModuleNotFoundError(\"No module named 'torch'\", name='torch')")
+    env = {**os.environ, 'PYTHONPATH': f'{PROJECT}{os.pathsep}{os.environ["PYTHONPATH"]}'}
+    r = subprocess.run([sys.executable, '-m', 'fc_chatglm', 'pack'], cwd=folder, capture_output=True, text=True,
+                       timeout=60, env=env)
+    assert r.returncode == 1 and 'PyTorch is not installed' in r.stderr, (r.returncode, r.stderr)
+    assert not (folder / 'dist').exists()
