@@ -56,8 +56,8 @@ def with_loop(decoder, ids, new, sampled) -> list[int]:
     "Tokens from the engine's decode loop (no text decoding, like `with_generate`)."
     sampler = Sampler(GenerationParams.from_settings(SAMPLED if sampled else Settings(temperature=0)))
     torch.manual_seed(0)
-    decoder.start(len(ids), new)
-    first = sampler(decoder.prefill(ids))
+    decoder.start(ids, new, reuse=False)  # every run from an empty cache, as `generate` runs
+    first = sampler(decoder.prefill())
     out = list(decode_tokens(lambda t: sampler(decoder.step(t)), first, new, threading.Event()))
     decoder.end()
     return out

@@ -84,6 +84,7 @@ class Outcome:
     seconds: float = 0.0  # wall time of the generation
     dropped_rounds: int = 0  # oldest rounds left out to fit the window
     first_token_s: float | None = None  # seconds until the first new token
+    reused: int = 0  # prompt tokens whose cache the previous request left (not run again)
     @property
     def tokens_per_s(self) -> float: return self.tokens / self.seconds if self.seconds else 0.0
 
@@ -195,16 +196,17 @@ class TransformersEngine:
         stream, sampler, pieces = TextStream(self.fmt.decode), Sampler(p), []
         def emit(piece: str):
             if piece: pieces.append(piece); on_text(piece)
-        tokens, reason, first = 0, 'length', None
+        tokens, reason, first, read, kept = 0, 'length', None, [], None
         t0 = time.perf_counter()
         try:
             with torch.inference_mode():  # the static cache too is reset in this mode, the one it was made in
-                self.decoder.start(len(ids), p.max_new_tokens)
-                after_prompt = sampler(self.decoder.prefill(ids))
+                reused = self.decoder.start(ids, p.max_new_tokens)
+                after_prompt = sampler(self.decoder.prefill())
                 # an INVALID token never reaches the model (on CUDA an index out of range is a device-side
                 # assert, fatal to every later request); its step's result is dropped, the host stops on reading it
                 step = lambda token: sampler(self.decoder.step(token.clamp(min=0)))
                 for t in decode_tokens(step, after_prompt, p.max_new_tokens, cancel):
+                    read.append(t)
                     if first is None: first = time.perf_counter() - t0
                     if cancel.is_set(): reason = 'cancelled'; break
                     if t in self.fmt.eos_ids: reason = 'stop'; break
@@ -214,13 +216,14 @@ class TransformersEngine:
                     tokens += 1
                     emit(stream.push(t))
                 emit(stream.flush())
+            kept = read  # the cache holds the prompt and the tokens fed back: the next request may start from it
         except torch.OutOfMemoryError:
             self.decoder.end(); self._release()  # drop the cache first, so its memory is given back too
             raise EngineError('The GPU ran out of memory for this request. Lower "max response tokens", '
                               'start a new session with less history, or load the model in int4.') from None
-        finally: self.decoder.end()
+        finally: self.decoder.end(kept)  # after an error (kept is None), nothing is kept
         if reason == 'cancelled': self._release()
-        return Outcome(self.fmt.finish(''.join(pieces)), reason, len(ids), tokens, time.perf_counter() - t0, dropped, first)
+        return Outcome(self.fmt.finish(''.join(pieces)), reason, len(ids), tokens, time.perf_counter() - t0, dropped, first, reused)
 
     def _release(self):
         if torch.cuda.is_available(): torch.cuda.empty_cache()

@@ -153,8 +153,8 @@ async def stream_lines(worker: Worker, engine: Engine, request, job: Job):
         try: outcome = task.result()
         except Exception as e: yield failure(e).line()
         else:
-            log.info('%s stream: %s, %d tokens in %.2fs (%.1f tokens/s)', job.feature, outcome.reason,
-                     outcome.tokens, outcome.seconds, outcome.tokens_per_s)
+            log.info('%s stream: %s, %d tokens in %.2fs (%.1f tokens/s); prompt %d tokens, %d of them cached', job.feature,
+                     outcome.reason, outcome.tokens, outcome.seconds, outcome.tokens_per_s, outcome.prompt_tokens, outcome.reused)
             if outcome.text and outcome.text != text.lstrip(): yield Reply(content=outcome.text).line()
         yield DONE
     finally:
@@ -234,7 +234,8 @@ def create_app(host: ModelHost, # the model, or its loading state
         try: outcome = await worker.run(host.engine, request, job)
         except Exception as e: return failure(e)
         finally: watch.cancel()
-        log.info('%s: %s, %d tokens in %.2fs', feature, outcome.reason, outcome.tokens, outcome.seconds)
+        log.info('%s: %s, %d tokens in %.2fs; prompt %d tokens, %d of them cached', feature, outcome.reason, outcome.tokens,
+                 outcome.seconds, outcome.prompt_tokens, outcome.reused)
         if not outcome.text: return Reply.error('The model gave an empty reply. Try again, or raise the temperature.')
         return Reply(content=outcome.text)
 
