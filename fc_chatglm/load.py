@@ -4,7 +4,8 @@
 
 # %% auto #0
 __all__ = ['log', 'DTYPES', 'MODEL_HELP', 'QUANTIZE', 'resolve_device', 'resolve_dtype', 'resolve_decode', 'check_folder',
-           'TemplateFormat', 'load_hf', 'check_quantize', 'quantize_bnb', 'LoadOptions', 'load_engine']
+           'TemplateFormat', 'load_hf', 'check_quantize', 'quantize_bnb', 'LoadOptions', 'parameters', 'memory_error',
+           'load_engine']
 
 # %% ../nbs/06_load.ipynb #8d371fcf
 import json
@@ -14,12 +15,12 @@ from pathlib import Path
 from typing import Callable, Sequence
 
 import torch
-from transformers import AutoModelForCausalLM, AutoTokenizer, GenerationConfig
+from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer, GenerationConfig, GlmForCausalLM
 
 from .chatglm2 import UnsupportedCheckpoint, glm_config, is_chatglm2_folder, load_chatglm2, read_chatglm2_config
 from .demo import DEMO_NOTE, load_demo
 from .decode import MODES
-from .engine import ChatFormat, EngineError, GLMFormat, TransformersEngine
+from .engine import ChatFormat, EngineError, GLMFormat, TransformersEngine, out_of_memory
 from .history import Conversation
 from .tokenizer import ChatGLM2Tokenizer
 
@@ -169,15 +170,39 @@ class LoadOptions:
     demo_dir: Path | None = None  # where the demo's files go (a temporary folder if None)
 
 # %% ../nbs/06_load.ipynb #5dc7608d
+def parameters(folder: Path, kind: str) -> int:
+    "How many parameters the model in `folder` (of `kind`, 'chatglm2' or 'hf') has, counted from its config alone."
+    config = glm_config(read_chatglm2_config(folder)) if kind == 'chatglm2' else AutoConfig.from_pretrained(folder)
+    with torch.device('meta'):  # shapes, no memory
+        model = GlmForCausalLM(config) if kind == 'chatglm2' else AutoModelForCausalLM.from_config(config)
+    return sum(p.numel() for p in model.parameters())
+
+def memory_error(e: BaseException, # what loading raised (`out_of_memory(e)` holds)
+                 folder: Path, kind: str, device: str, dtype: torch.dtype, # what was being loaded, how and where
+                 ) -> EngineError:
+    "Running out of memory while loading, as a message with the choices a user has."
+    if isinstance(e, torch.OutOfMemoryError) and device != 'cpu':
+        return EngineError(f'Out of GPU memory while loading the model on {device}. Close other programs that use '
+                           'the GPU, use the int4 checkpoint (chatglm2-6b-int4), or start with --device cpu.')
+    name = str(dtype).removeprefix('torch.')
+    try:
+        size = parameters(folder, kind) * dtype.itemsize
+        need = f', which needs about {size / 1e9:.0f} GB' if size >= 1e9 else f', which needs about {size / 1e6:.0f} MB'
+    except Exception: need = ''  # a config we cannot count: the rest of the message still helps
+    msg = f'Out of memory (RAM) while loading the model as {name}{need}.'
+    if device == 'cpu': msg += f' On a CPU every checkpoint, the int4 one too, is held as {name}.'
+    if device == 'cpu' and dtype == torch.float32:
+        msg += ' Set "dtype": "bfloat16" in config.json (or start with --dtype bfloat16) to need half as much.'
+    return EngineError(msg + ' Close other programs, or use a machine with more memory.')
+
 def _load_folder(opts: LoadOptions, device: str, progress) -> tuple[torch.nn.Module, ChatFormat, str]:
     "The model in `opts.model`, its format and its name."
     kind = check_folder(opts.model)
     check_quantize(opts.quantize, device)
     shards = lambda done, total: progress(done / total, f'shard {done}/{total}')
+    dtype = resolve_dtype(opts.dtype, device, torch.bfloat16 if kind == 'hf' else torch.float16)
     try:
-        if kind == 'hf':
-            return *load_hf(opts.model, device, resolve_dtype(opts.dtype, device, torch.bfloat16), opts.quantize), Path(opts.model).name
-        dtype = resolve_dtype(opts.dtype, device, torch.float16)
+        if kind == 'hf': return *load_hf(opts.model, device, dtype, opts.quantize), Path(opts.model).name
         cfg = read_chatglm2_config(opts.model)
         glm_config(cfg)  # refuses a variant we do not reproduce, before anything heavy is read
         tok = ChatGLM2Tokenizer.from_folder(opts.model)
@@ -189,12 +214,9 @@ def _load_folder(opts: LoadOptions, device: str, progress) -> tuple[torch.nn.Mod
         return model, GLMFormat(tok), 'ChatGLM2' + (f' ({opts.quantize})' if opts.quantize else '')
     except (UnsupportedCheckpoint, FileNotFoundError, ValueError) as e:
         raise EngineError(f'{opts.model} cannot be loaded: {e}') from None
-    except torch.OutOfMemoryError:
-        raise EngineError(f'Out of GPU memory while loading the model on {device}. Close other programs that use '
-                          'the GPU, use the int4 checkpoint (chatglm2-6b-int4), or start with --device cpu.') from None
-    except MemoryError:
-        raise EngineError('Out of memory while loading the model. Close other programs, use the int4 checkpoint '
-                          '(chatglm2-6b-int4), or use a machine with more memory.') from None
+    except Exception as e:
+        if out_of_memory(e): raise memory_error(e, opts.model, kind, device, dtype) from None
+        raise
 
 # %% ../nbs/06_load.ipynb #5e9831cd
 def load_engine(opts: LoadOptions, # what to load

@@ -22,11 +22,13 @@ def hide(tmp_path, monkeypatch, module: str, error: str):
 
 
 @pytest.fixture
-def folder(tmp_path):
-    "A connector folder as the app unpacks it."
-    (tmp_path / 'app').mkdir()
-    shutil.copy(PROJECT / 'connector.json', tmp_path / 'app' / 'connector.json')
-    return tmp_path / 'app'
+def folder(tmp_path, monkeypatch):
+    "A connector folder as the app unpacks it, under a user folder that is not ASCII, printing to a pipe that is."
+    app = tmp_path / '\u5f20\u4e09' / 'fc-chatglm'  # C:\Users\<a Chinese name>\...
+    app.mkdir(parents=True)
+    shutil.copy(PROJECT / 'connector.json', app / 'connector.json')
+    monkeypatch.setenv('PYTHONIOENCODING', 'ascii')  # a code page without those characters
+    return app
 
 
 def test_a_missing_requirement_is_told_on_every_endpoint(tmp_path, monkeypatch, folder):
