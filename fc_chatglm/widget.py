@@ -46,8 +46,10 @@ def conversation_html(turns: list[tuple[str, str, str]]) -> str: # (role, text, 
 
 # %% ../nbs/10_widget.ipynb #0476379e
 def outcome_status(o: Outcome) -> str:
-    "One line about a finished reply: tokens, speed, and how it ended."
+    "One line about a finished reply: tokens, speed, the wait for the first token, and how it ended."
     parts = [f'{o.tokens} tokens in {o.seconds:.1f} s ({o.tokens_per_s:.1f} tokens/s)']
+    if o.first_token_s is not None:
+        parts.append(f'first after {o.first_token_s:.2f} s ({o.reused} of {o.prompt_tokens} prompt tokens cached)')
     if o.reason == 'cancelled': parts.append('stopped (cancelled)')
     elif o.reason == 'length': parts.append('cut at the max new tokens')
     if o.dropped_rounds: parts.append(f'the {o.dropped_rounds} oldest round(s) left out to fit the window')
