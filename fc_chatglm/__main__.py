@@ -54,10 +54,12 @@ def rescue_address(argv: List[str], # the command line
     p = argparse.ArgumentParser(add_help=False)
     p.add_argument('--host'); p.add_argument('--port', type=int); p.add_argument('--connector', default='connector.json')
     a, _ = p.parse_known_args(argv)
-    try: m = json.loads(Path(a.connector).read_text(encoding='utf-8-sig'))
-    except (OSError, ValueError) as e: raise ValueError(f'cannot read the manifest {a.connector}: {e}') from None
-    url = urlsplit(str(m.get('base_url', '')))
-    routes = {ep['path']: ep['type'] for f in m.get('features', []) for ep in f.get('endpoints', [])}
+    try:
+        m = json.loads(Path(a.connector).read_text(encoding='utf-8-sig'))
+        url = urlsplit(str(m.get('base_url', '')))
+        routes = {ep['path']: ep['type'] for f in m.get('features', []) for ep in f.get('endpoints', [])}
+    except (OSError, ValueError, AttributeError, KeyError, TypeError) as e:  # unreadable, not JSON, or not a manifest's shape
+        raise ValueError(f'cannot read the manifest {a.connector}: {type(e).__name__}: {e}') from None
     host = a.host or url.hostname or '127.0.0.1'
     return host, (url.port or 80) if a.port is None else a.port, routes
 
@@ -75,7 +77,8 @@ class RescueHandler(BaseHTTPRequestHandler):
         self.end_headers(); self.wfile.write(data)
 
     def do_POST(self):
-        self.rfile.read(int(self.headers.get('Content-Length') or 0))
+        length = self.headers.get('Content-Length', '0')
+        self.rfile.read(int(length) if length.isdigit() else 0)
         kind, reply = self.routes.get(self.path.split('?')[0], ''), {'content': self.problem, 'isError': True}
         if not kind: self._send(404, {'error': f'{self.path} is not an endpoint of this connector'})
         elif kind.endswith('-cancel'): self._send(200, {'cancelled': 0})

@@ -105,7 +105,7 @@ def shared(a: list[int], b: list[int], # two token lists
            ) -> int:
     "How many first tokens `a` and `b` have in common, `limit` at most."
     n = 0
-    for x, y in zip(a[:limit], b):
+    for x, y in zip(a[:max(limit, 0)], b):
         if x != y: break
         n += 1
     return n
