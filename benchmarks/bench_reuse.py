@@ -14,8 +14,11 @@ on a CPU, with the demo's tokenizer. Its replies are noise, and noise does not e
 same tokens, so here a follow-up keeps the previous prompt but not the previous reply; a real
 model's reply mostly encodes back and is kept too.
 
-    python benchmarks/bench_reuse.py                            # ~100M parameters, float32, this CPU
-    python benchmarks/bench_reuse.py --size 6b --device cuda    # the 6B shape, random fp16 weights
+    python benchmarks/bench_reuse.py                                         # ~100M parameters, float32, this CPU
+    python benchmarks/bench_reuse.py --size 6b --device cuda --decode graph  # the 6B shape, random fp16 weights
+
+On a GPU with `--decode graph`, it also checks that the recorded step, replayed over a static cache
+that was cut back in place, gives the same replies as from an empty cache.
 """
 import argparse, statistics, sys, tempfile, time
 from pathlib import Path
@@ -40,13 +43,15 @@ def main():
     ap.add_argument('--rounds', type=int, default=6, help='messages in the conversation')
     ap.add_argument('--words', type=int, default=120, help='words per message')
     ap.add_argument('--reply', type=int, default=32, help='new tokens per reply')
+    ap.add_argument('--decode', choices=['eager', 'graph', 'compile'], default='eager')
     a = ap.parse_args()
     dev = torch.device(a.device)
     with tempfile.TemporaryDirectory() as d: _, tok = load_demo(Path(d))
     dtype = torch.float16 if dev.type == 'cuda' else torch.float32
     cfg = {**CHATGLM2_6B_CONFIG, **SIZES[a.size], 'padded_vocab_size': tok.vocab_size}
     model = random_chatglm2(cfg, device=dev, dtype=dtype)
-    engine = TransformersEngine(model, GLMFormat(tok), name=f'random ChatGLM2 ({a.size})')
+    engine = TransformersEngine(model, GLMFormat(tok), name=f'random ChatGLM2 ({a.size})', decode=a.decode)
+    if a.decode != 'eager': engine.warm_up()  # records or compiles the step, or falls back to eager (logged)
     words = ' '.join(DEMO_CORPUS).split()
     history, rows = [], []
     for r in range(a.rounds):
@@ -59,7 +64,8 @@ def main():
         rows.append((r + 1, cold.prompt_tokens, warm.reused, cold.first_token_s, warm.first_token_s))
         history += [{'role': 'user', 'content': message}, {'role': 'assistant', 'content': cold.text}]
     params = sum(p.numel() for p in model.parameters()) / 1e6
-    print(f'{engine.name}: {params:.0f}M parameters, {dtype}, {dev}; {a.words} words per message, {a.reply} new tokens per reply')
+    print(f'{engine.name}: {params:.0f}M parameters, {dtype}, {dev}, decode {engine.decode}; {a.words} words per message, '
+          f'{a.reply} new tokens per reply')
     print(f'{"round":>5} {"prompt":>7} {"cached":>7} {"first token, empty cache":>25} {"from the kept cache":>20} {"ratio":>6}')
     for r, n, kept, cold_s, warm_s in rows:
         print(f'{r:>5} {n:>7} {kept:>7} {cold_s:>23.3f} s {warm_s:>18.3f} s {cold_s / warm_s:>6.1f}')
