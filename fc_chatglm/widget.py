@@ -11,6 +11,7 @@ import html
 import logging
 import threading
 import time
+from functools import lru_cache
 from pathlib import Path
 from typing import Callable
 
@@ -42,8 +43,11 @@ def text_html(text: str, # what was written
               markdown: bool = False, # render it as Markdown (a reply); False: show it as typed
               ) -> str:
     "`text` as safe HTML: rendered Markdown with any HTML in it escaped, or escaped plain text with its newlines kept."
-    if markdown: return f'<div class="fc-md">{_MARKDOWN.render(text)}</div>'
+    if markdown: return f'<div class="fc-md">{_markdown(text)}</div>'
     return f'<div style="white-space: pre-wrap">{html.escape(text)}</div>'
+
+@lru_cache(maxsize=512)
+def _markdown(text: str) -> str: return _MARKDOWN.render(text)
 
 def turn_html(role: str, # system, user or assistant
               text: str, # what was written
@@ -265,7 +269,10 @@ class ChatWidget:
         throttle = Throttle(self.redraw_s)
         def on_text(piece: str):
             self.reply += piece
-            if throttle.ready(): self._draw()
+            if not throttle.ready(): return
+            start = time.perf_counter()
+            self._draw()
+            throttle.interval = max(self.redraw_s, 10 * (time.perf_counter() - start))  # drawing: a tenth of the time at most
         try:
             out = self.engine.generate(request, self._cancel, on_text)
             self.outcome, self.reply = out, out.text
