@@ -4,12 +4,13 @@
 
 # %% auto #0
 __all__ = ['log', 'DTYPES', 'MODEL_HELP', 'QUANTIZE', 'resolve_device', 'resolve_dtype', 'resolve_decode', 'native_half',
-           'half_cpu_note', 'check_folder', 'TemplateFormat', 'load_hf', 'check_quantize', 'quantize_bnb',
-           'LoadOptions', 'parameters', 'memory_error', 'load_engine']
+           'half_cpu_note', 'check_folder', 'is_chatglm3', 'TemplateFormat', 'load_hf', 'check_quantize',
+           'quantize_bnb', 'LoadOptions', 'parameters', 'memory_error', 'load_engine']
 
 # %% ../nbs/06_load.ipynb #8d371fcf
 import json
 import logging
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Sequence
@@ -20,7 +21,7 @@ from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer, Genera
 from .chatglm2 import UnsupportedCheckpoint, glm_config, is_chatglm2_folder, load_chatglm2, read_chatglm2_config
 from .demo import DEMO_NOTE, load_demo
 from .decode import MODES
-from .engine import ChatFormat, EngineError, GLMFormat, TransformersEngine, out_of_memory
+from .engine import ChatFormat, EngineError, GLM3Format, GLMFormat, TransformersEngine, out_of_memory
 from .history import Conversation
 from .tokenizer import ChatGLM2Tokenizer
 
@@ -92,6 +93,17 @@ def check_folder(folder: Path) -> str:
         raise EngineError(f'The model folder {folder} {what}: it has no config.json. {MODEL_HELP}')
     if is_chatglm2_folder(folder): return 'chatglm2'
     return 'hf'
+
+# %% ../nbs/06_load.ipynb #c52670eb
+def is_chatglm3(folder: Path) -> bool:
+    "Whether a ChatGLM folder holds ChatGLM3 rather than ChatGLM2: by the names it gives itself, or its tokenizer code's role tokens (read as text)."
+    folder = Path(folder)
+    for file, key in (('config.json', '_name_or_path'), ('tokenizer_config.json', 'name_or_path')):
+        try: name = json.loads((folder/file).read_text(encoding='utf-8')).get(key) or ''
+        except (OSError, ValueError, AttributeError): continue
+        if 'chatglm3' in str(name).lower(): return True
+    try: return '<|observation|>' in (folder/'tokenization_chatglm.py').read_text(encoding='utf-8', errors='replace')
+    except OSError: return False
 
 # %% ../nbs/06_load.ipynb #bd0204fc
 class TemplateFormat:
@@ -225,13 +237,15 @@ def _load_folder(opts: LoadOptions, device: str, progress) -> tuple[torch.nn.Mod
         if kind == 'hf': return *load_hf(opts.model, device, dtype, opts.quantize), Path(opts.model).name
         cfg = read_chatglm2_config(opts.model)
         glm_config(cfg)  # refuses a variant we do not reproduce, before anything heavy is read
-        tok = ChatGLM2Tokenizer.from_folder(opts.model)
+        glm3 = is_chatglm3(opts.model)
+        tok = ChatGLM2Tokenizer.from_folder(opts.model, roles=glm3)
         if opts.quantize:
             if cfg.get('quantization_bit'):
                 raise EngineError('This checkpoint is already int4: start without --quantize.')
             model = quantize_bnb(load_chatglm2(opts.model, 'cpu', dtype, shards), opts.quantize, device, dtype)
         else: model = load_chatglm2(opts.model, device=device, dtype=dtype, progress=shards)
-        return model, GLMFormat(tok), 'ChatGLM2' + (f' ({opts.quantize})' if opts.quantize else '')
+        fmt, name = (GLM3Format(tok), 'ChatGLM3') if glm3 else (GLMFormat(tok), 'ChatGLM2')
+        return model, fmt, name + (f' ({opts.quantize})' if opts.quantize else '')
     except (UnsupportedCheckpoint, FileNotFoundError, ValueError) as e:
         raise EngineError(f'{opts.model} cannot be loaded: {e}') from None
     except Exception as e:
@@ -246,12 +260,15 @@ def load_engine(opts: LoadOptions, # what to load
     device = resolve_device(opts.device)
     decode = resolve_decode(opts.decode, device)
     if opts.context < 1: raise EngineError(f'--context {opts.context}: the static cache needs a length of at least one token.')
+    files = None  # the demo's temporary folder, when it gets one
     if opts.demo:
-        model, tok = load_demo(opts.demo_dir, device=device)
+        if opts.demo_dir is None: files = tempfile.TemporaryDirectory(prefix='fc_chatglm-demo-', ignore_cleanup_errors=True)
+        model, tok = load_demo(Path(files.name) if files else opts.demo_dir, device=device)
         log.warning(DEMO_NOTE)
         model, fmt, name = model, GLMFormat(tok), 'demo (random weights: replies are noise)'
     else: model, fmt, name = _load_folder(opts, device, progress)
     engine = TransformersEngine(model, fmt, name=name, decode=decode, context=opts.context)
+    engine.files = files  # weights may be memory-mapped from there: the folder lasts as long as the engine
     if decode != 'eager':
         progress(0.99, 'recording the decoding step' if decode == 'graph' else 'compiling the decoder')
         seconds = engine.warm_up()
