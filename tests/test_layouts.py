@@ -1,6 +1,6 @@
 """`python -m fc_chatglm --model <folder>` serves a tiny ChatGLM2 checkpoint in each published layout
 (sharded .bin with index, single .bin, safetensors, int4), through the real loader, and answers what
-the same folder answers in-process."""
+the same folder answers in-process; and a ChatGLM3 folder as ChatGLM3."""
 import json
 
 import httpx
@@ -62,5 +62,25 @@ def test_a_refused_variant_keeps_the_server_up_and_names_the_key(source, tmp_pat
         assert h['status'] == 'failed' and 'pre_seq_len' in h['error']
         r = httpx.post(base + '/chat', json={'message': 'hi'}).json()
         assert r['isError'] and 'pre_seq_len' in r['content']
+    finally:
+        proc.kill(); proc.wait()
+
+
+def test_cli_serves_chatglm3_with_its_prompt(tmp_path, settled):
+    "A ChatGLM3 folder (nine specials, its published name) is served as ChatGLM3, with its own prompt."
+    tok = ChatGLM2Tokenizer(train_sentencepiece(tmp_path/'tokenizer.model', DEMO_CORPUS, vocab_size=600, seed=3), roles=True)
+    torch.manual_seed(3)
+    save_chatglm2(GlmForCausalLM(demo_config(tok.vocab_size)).eval(), tmp_path, layout='safetensors', shards=2)
+    cfg = json.loads((tmp_path/'config.json').read_text())
+    (tmp_path/'config.json').write_text(json.dumps({'_name_or_path': 'THUDM/chatglm3-6b', **cfg}))
+    body = {'message': '你好', 'history': [{'role': 'system', 'content': 'Be brief.'}], 'settings': SETTINGS}
+    engine = load_engine(LoadOptions(model=tmp_path, device='cpu'))
+    assert engine.prompt_ids(ChatRequest(**body), 12)[0][2] == tok.special['<|system|>']
+    expected = engine.generate(ChatRequest(**body)).text
+    proc, base = start_connector('--model', str(tmp_path))
+    try:
+        h = settled(base)
+        assert h['status'] == 'ready' and h['model'] == 'ChatGLM3', h
+        assert httpx.post(base + '/chat', json=body).json() == {'content': expected, 'isError': False}
     finally:
         proc.kill(); proc.wait()
