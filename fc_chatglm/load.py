@@ -4,7 +4,7 @@
 
 # %% auto #0
 __all__ = ['log', 'DTYPES', 'MODEL_HELP', 'QUANTIZE', 'resolve_device', 'resolve_dtype', 'resolve_decode', 'native_half',
-           'half_cpu_note', 'check_folder', 'is_chatglm3', 'TemplateFormat', 'load_hf', 'check_quantize',
+           'half_cpu_note', 'check_folder', 'own_names', 'is_chatglm3', 'TemplateFormat', 'load_hf', 'check_quantize',
            'quantize_bnb', 'LoadOptions', 'parameters', 'memory_error', 'load_engine']
 
 # %% ../nbs/06_load.ipynb #8d371fcf
@@ -95,14 +95,18 @@ def check_folder(folder: Path) -> str:
     return 'hf'
 
 # %% ../nbs/06_load.ipynb #c52670eb
+def own_names(folder: Path) -> str:
+    "The names a model folder gives itself (`_name_or_path`, `name_or_path`), lower case, one per line."
+    names = []
+    for file, key in (('config.json', '_name_or_path'), ('tokenizer_config.json', 'name_or_path')):
+        try: names.append(str(json.loads((Path(folder)/file).read_text(encoding='utf-8')).get(key) or ''))
+        except (OSError, ValueError, AttributeError): continue
+    return '\n'.join(names).lower()
+
 def is_chatglm3(folder: Path) -> bool:
     "Whether a ChatGLM folder holds ChatGLM3 rather than ChatGLM2: by the names it gives itself, or its tokenizer code's role tokens (read as text)."
-    folder = Path(folder)
-    for file, key in (('config.json', '_name_or_path'), ('tokenizer_config.json', 'name_or_path')):
-        try: name = json.loads((folder/file).read_text(encoding='utf-8')).get(key) or ''
-        except (OSError, ValueError, AttributeError): continue
-        if 'chatglm3' in str(name).lower(): return True
-    try: return '<|observation|>' in (folder/'tokenization_chatglm.py').read_text(encoding='utf-8', errors='replace')
+    if 'chatglm3' in own_names(folder): return True
+    try: return '<|observation|>' in (Path(folder)/'tokenization_chatglm.py').read_text(encoding='utf-8', errors='replace')
     except OSError: return False
 
 # %% ../nbs/06_load.ipynb #bd0204fc
@@ -236,6 +240,10 @@ def _load_folder(opts: LoadOptions, device: str, progress) -> tuple[torch.nn.Mod
     try:
         if kind == 'hf': return *load_hf(opts.model, device, dtype, opts.quantize), Path(opts.model).name
         cfg = read_chatglm2_config(opts.model)
+        if 'glm-4' in own_names(opts.model): raise EngineError(
+            f'{opts.model} holds GLM-4 in the layout that needs its own remote code (not SentencePiece, scaled '
+            'rotary positions). Use the "-hf" variant of the same model (e.g. THUDM/glm-4-9b-chat-hf): it loads '
+            'as a Hugging Face chat model.')
         glm_config(cfg)  # refuses a variant we do not reproduce, before anything heavy is read
         glm3 = is_chatglm3(opts.model)
         tok = ChatGLM2Tokenizer.from_folder(opts.model, roles=glm3)
