@@ -12,7 +12,6 @@ import logging
 import os
 import subprocess
 import sys
-import tempfile
 import threading
 import zipfile
 from pathlib import Path
@@ -136,10 +135,6 @@ def serve(opts: LoadOptions, # what model to load
         print(f'fc_chatglm: {e}', file=sys.stderr, flush=True); return 2
     if host not in ('127.0.0.1', 'localhost', '::1'):
         log.warning('listening on %s: anyone who can reach this address can use the model', host)
-    demo_dir = None
-    if opts.demo and opts.demo_dir is None:
-        demo_dir = tempfile.TemporaryDirectory(prefix='fc_chatglm-demo-', ignore_cleanup_errors=True)
-        opts.demo_dir = Path(demo_dir.name)
     model_host, embeddings = ModelHost(), Embeddings(embedding, opts.device)
     if problem:
         log.error('%s', problem); model_host.failed(problem); embeddings.failed(problem)
@@ -147,9 +142,7 @@ def serve(opts: LoadOptions, # what model to load
                      embeddings=embeddings)
     bound = sock.getsockname()
     print(f'fc_chatglm: listening on http://{host}:{bound[1]} (model: {"demo" if opts.demo else opts.model})', flush=True)
-    try: uvicorn.Server(uvicorn.Config(app, http='h11', log_level='warning', lifespan='on')).run(sockets=[sock])
-    finally:
-        if demo_dir: demo_dir.cleanup()
+    uvicorn.Server(uvicorn.Config(app, http='h11', log_level='warning', lifespan='on')).run(sockets=[sock])
     return 0
 
 # %% ../nbs/08_launch.ipynb #35cef4fa
