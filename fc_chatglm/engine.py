@@ -141,8 +141,9 @@ class TransformersEngine:
                  decode: str = 'eager', # how the decoder runs a step: 'eager', 'graph' or 'compile'
                  context: int = 4096, # with 'graph' or 'compile': the static cache's length (longer requests run eagerly)
                  capture: Callable | None = None, # with 'graph': how a step is recorded (`capture_cuda_graph`)
+                 files: object | None = None, # kept as long as the engine: e.g. the temporary folder its weights are mapped from
                  ):
-        self.model, self.fmt, self.name = model, fmt, name
+        self.model, self.fmt, self.name, self.files = model, fmt, name, files
         self.window = window or getattr(model.config, 'max_position_embeddings', None) or 2048
         self.lock = threading.Lock()
         self.decoder = Decoder(model, decode, min(context, self.window), capture)

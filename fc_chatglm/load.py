@@ -268,15 +268,14 @@ def load_engine(opts: LoadOptions, # what to load
     device = resolve_device(opts.device)
     decode = resolve_decode(opts.decode, device)
     if opts.context < 1: raise EngineError(f'--context {opts.context}: the static cache needs a length of at least one token.')
-    files = None  # the demo's temporary folder, when it gets one
+    files = None  # the demo's temporary folder, when it gets one: its weights may be mapped from there
     if opts.demo:
         if opts.demo_dir is None: files = tempfile.TemporaryDirectory(prefix='fc_chatglm-demo-', ignore_cleanup_errors=True)
         model, tok = load_demo(Path(files.name) if files else opts.demo_dir, device=device)
         log.warning(DEMO_NOTE)
         model, fmt, name = model, GLMFormat(tok), 'demo (random weights: replies are noise)'
     else: model, fmt, name = _load_folder(opts, device, progress)
-    engine = TransformersEngine(model, fmt, name=name, decode=decode, context=opts.context)
-    engine.files = files  # weights may be memory-mapped from there: the folder lasts as long as the engine
+    engine = TransformersEngine(model, fmt, name=name, decode=decode, context=opts.context, files=files)
     if decode != 'eager':
         progress(0.99, 'recording the decoding step' if decode == 'graph' else 'compiling the decoder')
         seconds = engine.warm_up()
