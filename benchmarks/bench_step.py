@@ -19,18 +19,19 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # import fc_chatgl
 import torch, transformers
 from transformers.models.glm.modeling_glm import GlmRMSNorm
 
-from fc_chatglm.chatglm2 import CHATGLM2_6B_CONFIG, FusedRMSNorm, random_chatglm2
+from fc_chatglm.chatglm2 import CHATGLM2_6B_CONFIG, FusedRMSNorm, fuse_norms, random_chatglm2
 from fc_chatglm.decode import Decoder
 
 
 def set_norms(model, fused: bool):
-    "Swap every RMSNorm for `FusedRMSNorm` or back to transformers' `GlmRMSNorm`, keeping the weights."
+    "Every RMSNorm as `FusedRMSNorm` (as fc_chatglm loads it), or back as transformers' `GlmRMSNorm`, with the same weights."
+    if fused: fuse_norms(model); return
     for parent in list(model.modules()):
         for name, child in parent.named_children():
-            if isinstance(child, (GlmRMSNorm, FusedRMSNorm)):
-                new = FusedRMSNorm(child) if fused else GlmRMSNorm(child.weight.shape[0], eps=child.variance_epsilon)
-                if not fused: new.weight = child.weight
-                setattr(parent, name, new)
+            if isinstance(child, FusedRMSNorm):
+                norm = GlmRMSNorm(child.weight.shape[0], eps=child.variance_epsilon)
+                norm.weight = child.weight
+                setattr(parent, name, norm)
 
 
 def main():

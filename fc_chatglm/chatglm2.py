@@ -5,7 +5,7 @@
 # %% auto #0
 __all__ = ['CHATGLM2_6B_CONFIG', 'TILE_GROUP', 'log', 'FOLDER_HELP', 'LAYOUTS', 'UnsupportedCheckpoint', 'glm_config',
            'glm_tensors', 'unpack_int4', 'dequantize_int4', 'quantize_int4', 'tile_bytes', 'Int4Linear', 'tile_int4',
-           'read_chatglm2_config', 'is_chatglm2_folder', 'weight_files', 'FusedRMSNorm', 'load_chatglm2',
+           'read_chatglm2_config', 'is_chatglm2_folder', 'weight_files', 'FusedRMSNorm', 'fuse_norms', 'load_chatglm2',
            'chatglm2_config', 'save_chatglm2', 'random_chatglm2']
 
 # %% ../nbs/03_chatglm2.ipynb #3d2d91b5
@@ -330,6 +330,14 @@ class FusedRMSNorm(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor: return F.rms_norm(x, self.weight.shape, self.weight, self.variance_epsilon)
 
+def fuse_norms(model: nn.Module) -> int:
+    "Replace every `GlmRMSNorm` in `model` by a `FusedRMSNorm` of the same weight; return how many."
+    done = 0
+    for parent in list(model.modules()):
+        for name, child in parent.named_children():
+            if type(child) is GlmRMSNorm: setattr(parent, name, FusedRMSNorm(child)); done += 1
+    return done
+
 # %% ../nbs/03_chatglm2.ipynb #d9e49216
 def _int4_layers(model: GlmForCausalLM) -> None:
     "Replace every layer's linear modules by empty `Int4Linear`s."
@@ -358,9 +366,7 @@ def _finish(model: GlmForCausalLM, device: torch.device, dtype: torch.dtype, sou
     if left:
         src = source or {}
         raise ValueError(f'the checkpoint lacks {len(left)} weights, e.g. ' + ', '.join(src.get(n, n) for n in left[:4]))
-    for parent in list(model.modules()):
-        for name, child in parent.named_children():
-            if type(child) is GlmRMSNorm: setattr(parent, name, FusedRMSNorm(child))
+    fuse_norms(model)
     model.config.dtype = dtype
     return model.eval().requires_grad_(False)
 
