@@ -145,7 +145,7 @@ def grouped_attention(module: torch.nn.Module, # the attention layer (transforme
     scale = d ** -0.5 if scaling is None else scaling
     scores = torch.matmul(query.view(b, g, h // g, d) * scale, key.transpose(-1, -2)).float()  # (batch, groups, heads per group, positions)
     if attention_mask is not None:
-        scores = scores.masked_fill(~attention_mask, float('-inf')) if attention_mask.dtype == torch.bool else scores + attention_mask
+        scores = scores.where(attention_mask, float('-inf')) if attention_mask.dtype == torch.bool else scores + attention_mask
     out = torch.matmul(scores.softmax(-1).to(value.dtype), value)  # (batch, groups, heads per group, dim)
     return out.reshape(b, 1, h, d), None  # heads in order: head i reads group i // (h // g)
 
