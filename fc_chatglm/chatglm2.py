@@ -4,9 +4,9 @@
 
 # %% auto #0
 __all__ = ['CHATGLM2_6B_CONFIG', 'TILE_GROUP', 'log', 'FOLDER_HELP', 'LAYOUTS', 'UnsupportedCheckpoint', 'glm_config',
-           'glm_tensors', 'unpack_int4', 'dequantize_int4', 'quantize_int4', 'tile_bytes', 'Int4Linear', 'tile_int4',
-           'read_chatglm2_config', 'is_chatglm2_folder', 'weight_files', 'FusedRMSNorm', 'fuse_norms', 'load_chatglm2',
-           'chatglm2_config', 'save_chatglm2', 'random_chatglm2']
+           'glm_tensors', 'unpack_int4', 'dequantize_int4', 'quantize_int4', 'tile_bytes', 'Int4Linear',
+           'int4_kernel_refusal', 'tile_int4', 'read_chatglm2_config', 'is_chatglm2_folder', 'weight_files',
+           'FusedRMSNorm', 'fuse_norms', 'load_chatglm2', 'chatglm2_config', 'save_chatglm2', 'random_chatglm2']
 
 # %% ../nbs/03_chatglm2.ipynb #3d2d91b5
 import json
@@ -232,17 +232,24 @@ class Int4Linear(nn.Module):
 # %% ../nbs/03_chatglm2.ipynb #a20927cb
 log = logging.getLogger('fc_chatglm')
 
+def int4_kernel_refusal(device: torch.device, # where the int4 weights are
+                        dtype: torch.dtype, # the model's compute dtype
+                        ) -> str | None:
+    "Why torch's CUDA int4 kernel cannot serve here, or None when it can."
+    if device.type != 'cuda': return f'it runs on CUDA, and the weights are on {device}'
+    if dtype not in (torch.float16, torch.bfloat16): return f'it computes in bfloat16, and {dtype} was asked for'
+    if not hasattr(torch, '_weight_int4pack_mm'): return 'this torch has no such kernel'
+    if torch.cuda.get_device_capability(device) < (8, 0):
+        return 'it needs a GPU of compute capability 8.0 or later, and this one has %d.%d' % torch.cuda.get_device_capability(device)
+    return None
+
 def tile_int4(model: nn.Module, # a model holding `Int4Linear`s
               dtype: torch.dtype, # its compute dtype
               ) -> int:
     "Repack `model`'s `Int4Linear`s for torch's CUDA int4 kernel where it runs; return how many were. The others keep unpacking."
     layers = [m for m in model.modules() if isinstance(m, Int4Linear) and m.tiles is None]
-    if not layers or layers[0].weight.device.type != 'cuda': return 0
-    dev = layers[0].weight.device
-    why = (f'it computes in bfloat16, and {dtype} was asked for' if dtype not in (torch.float16, torch.bfloat16) else
-           'this torch has no such kernel' if not hasattr(torch, '_weight_int4pack_mm') else
-           'it needs a GPU of compute capability 8.0 or later, and this one has %d.%d' % torch.cuda.get_device_capability(dev)
-           if torch.cuda.get_device_capability(dev) < (8, 0) else None)
+    if not layers: return 0
+    why = int4_kernel_refusal(layers[0].weight.device, dtype)
     if why: log.info('int4: weights are unpacked before each product, not read by the CUDA int4 kernel: %s', why); return 0
     done = 0
     for m in layers:
