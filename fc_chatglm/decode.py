@@ -143,10 +143,10 @@ def grouped_attention(module: torch.nn.Module, # the attention layer (transforme
     if n != 1 or dropout or h % g or any(kw.get(k) is not None for k in ('softcap', 's_aux', 'position_bias')):
         return sdpa_attention_forward(module, query, key, value, attention_mask, dropout=dropout, scaling=scaling, **kw)
     scale = d ** -0.5 if scaling is None else scaling
-    scores = torch.matmul(query.view(b, g, h // g, d) * scale, key.transpose(-1, -2)).float()  # (batch, groups, heads per group, positions)
+    scores = torch.matmul(query.view(b, g, h // g, d) * scale, key.transpose(-1, -2))  # (batch, groups, heads per group, positions)
     if attention_mask is not None:
-        scores = scores.where(attention_mask, float('-inf')) if attention_mask.dtype == torch.bool else scores + attention_mask
-    out = torch.matmul(scores.softmax(-1).to(value.dtype), value)  # (batch, groups, heads per group, dim)
+        scores = scores.where(attention_mask, float('-inf')) if attention_mask.dtype == torch.bool else scores.float() + attention_mask
+    out = torch.matmul(scores.softmax(-1).to(value.dtype), value)  # (batch, groups, heads per group, dim); softmax: fp32 inside
     return out.reshape(b, 1, h, d), None  # heads in order: head i reads group i // (h // g)
 
 AttentionInterface.register('fc_grouped', grouped_attention)
