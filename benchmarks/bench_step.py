@@ -1,15 +1,28 @@
 #!/usr/bin/env python
-"""The 6B ChatGLM2's recorded decoding step on a GPU, with and without the two changes that shorten it.
+"""One recorded decoding step of a ChatGLM2, with and without the changes that shorten it, in one run.
 
-Builds a 6B-shaped ChatGLM2 with random fp16 weights, records the one-token step as a CUDA graph
-over a static cache (`Decoder(model, 'graph')`, as the engine does) and replays it 100 times, for:
-PyTorch's SDPA attention with transformers' eight-step RMSNorm (what transformers alone gives),
-`grouped_attention` with that norm, and `grouped_attention` with `FusedRMSNorm` (what fc_chatglm
-loads), then the first again, to show the drift of the machine. Prints ms per step and how far each
-variant's first logits are from the first's; asserts nothing about time.
+Builds a ChatGLM2 with random weights as transformers' modules alone give it, records the
+one-token step over a static cache (`Decoder(model, 'graph')`, as the engine does) and replays it,
+then makes one change at a time to the same model and measures again:
 
-    python benchmarks/bench_step.py                 # one GPU, about 30 s
+1. PyTorch's SDPA attention, transformers' eight-step RMSNorm and attention module;
+2. `grouped_attention` (`04a_decode`) for the one query token;
+3. and `FusedRMSNorm` (`03_chatglm2`);
+4. and `FusedGlmAttention` with `InterleavedRotary`: one q/k/v product, the rotation in place
+   (what `load_chatglm2` gives, so what the engine runs);
+5. the last again, to show the drift of the machine.
+
+On a GPU the step is a CUDA graph over the 6B shape in fp16. On a CPU it is the tests' stand-in
+(`trace_capture`, the step recorded by make_fx and replayed op by op), which removes the Python of
+transformers' modules as a CUDA graph does but still pays for every operation, over a smaller
+model in float32 (8 layers of width 1,024, a 4,096-token vocabulary). There the figure to read is
+the number of operations per step: on a shared 2-core CPU the times moved by 20% between runs of
+the same variant, more than the changes measured here. Prints ms per step, the computing operations per step, and how
+far each variant's first logits are from the first's; asserts nothing about time.
+
+    python benchmarks/bench_step.py                         # one GPU, the 6B shape, about 40 s
     python benchmarks/bench_step.py --length 1024
+    python benchmarks/bench_step.py --device cpu            # the smaller model, about 1 minute
 """
 import argparse, sys, time
 from pathlib import Path
@@ -17,50 +30,65 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # import fc_chatglm from the repo root
 
 import torch, transformers
-from transformers.models.glm.modeling_glm import GlmRMSNorm
 
-from fc_chatglm.chatglm2 import CHATGLM2_6B_CONFIG, FusedRMSNorm, fuse_norms, random_chatglm2
-from fc_chatglm.decode import Decoder
+from fc_chatglm.chatglm2 import CHATGLM2_6B_CONFIG, fuse_attention, fuse_norms, random_chatglm2
+from fc_chatglm.decode import Decoder, trace_capture
 
 
-def set_norms(model, fused: bool):
-    "Every RMSNorm as `FusedRMSNorm` (as fc_chatglm loads it), or back as transformers' `GlmRMSNorm`, with the same weights."
-    if fused: fuse_norms(model); return
-    for parent in list(model.modules()):
-        for name, child in parent.named_children():
-            if isinstance(child, FusedRMSNorm):
-                norm = GlmRMSNorm(child.weight.shape[0], eps=child.variance_epsilon)
-                norm.weight = child.weight
-                setattr(parent, name, norm)
+SMALL = dict(num_layers=8, hidden_size=1024, ffn_hidden_size=2816, num_attention_heads=16, kv_channels=64, padded_vocab_size=4096)
+
+
+def counting_capture(counts: list):
+    "`trace_capture` that also appends the recorded step's computing operations (views left out) to `counts`."
+    from torch.fx.experimental.proxy_tensor import make_fx
+    def capture(step, ids):
+        step(ids)
+        graph = make_fx(lambda ids: step(ids))(ids)
+        counts.append(sum(isinstance(n.target, torch._ops.OpOverload) and not n.target.is_view
+                          and n.target._opname not in ('_unsafe_view', 'scalar_tensor') for n in graph.graph.nodes))
+        return lambda new: graph(new)
+    return capture
 
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument('--device', default='cuda')
     ap.add_argument('--length', type=int, default=4096, help="the static cache's length (the engine's default: 4096)")
-    ap.add_argument('--steps', type=int, default=100)
+    ap.add_argument('--steps', type=int, help='timed steps (default: 100 on a GPU, 30 on a CPU)')
     a = ap.parse_args()
-    print('torch', torch.__version__, 'transformers', transformers.__version__, torch.cuda.get_device_name(), flush=True)
-    model = random_chatglm2({**CHATGLM2_6B_CONFIG}, device='cuda', dtype=torch.float16)
-    prompt, ref = list(range(3, 3 + 569)), None
-    for attn, fused in [('sdpa', False), ('fc_grouped', False), ('fc_grouped', True), ('sdpa', False)]:
-        set_norms(model, fused)
-        dec = Decoder(model, 'graph', length=a.length)
-        model.set_attn_implementation(attn)  # after `Decoder`, which switches SDPA to fc_grouped
+    dev = torch.device(a.device)
+    gpu = dev.type == 'cuda'
+    steps = a.steps or (100 if gpu else 30)
+    sync = torch.cuda.synchronize if gpu else (lambda: None)
+    print('torch', torch.__version__, 'transformers', transformers.__version__,
+          torch.cuda.get_device_name(dev) if gpu else f'CPU, {torch.get_num_threads()} threads', flush=True)
+    dtype = torch.float16 if gpu else torch.float32
+    cfg = {**CHATGLM2_6B_CONFIG, **({} if gpu else SMALL)}
+    model = random_chatglm2(cfg, device=dev, dtype=dtype, fused=False)  # transformers' modules as they are
+    prompt, ref, counts = list(range(3, 3 + 569)), None, []
+    changes = [('SDPA, transformers\' norms and attention', None), ('grouped attention', None),
+               ('and fused norms', fuse_norms), ('and fused q/k/v with rotation in place', fuse_attention),
+               ('the same again', None)]
+    for i, (name, change) in enumerate(changes):
+        if change: change(model)
+        dec = Decoder(model, 'graph', length=a.length, capture=None if gpu else counting_capture(counts))
+        if i == 0: model.set_attn_implementation('sdpa')  # after `Decoder`, which switches SDPA to fc_grouped
         with torch.inference_mode():
-            dec.start(prompt, a.steps + 40)  # records the step
+            dec.start(prompt, steps + 40)  # records the step
             nxt = dec.prefill().argmax(-1)
             first = dec.step(nxt).clone()
-            for i in range(a.steps + 8):
-                if i == 8: torch.cuda.synchronize(); t0 = time.perf_counter()
+            for j in range(steps + 8):
+                if j == 8: sync(); t0 = time.perf_counter()
                 nxt = dec.step(nxt).argmax(-1)
-            torch.cuda.synchronize()
-            ms = (time.perf_counter() - t0) / a.steps * 1e3
+            sync()
+            ms = (time.perf_counter() - t0) / steps * 1e3
             dec.end()
         ref = first if ref is None else ref
-        print(f'{attn:>10} attention, {"fused" if fused else "8-step"} norms: {ms:.2f} ms/step ({1000 / ms:.0f} steps/s); first '
-              f'logits: largest difference from the first variant {(first - ref).abs().max().item():.3g} '
-              f'(largest logit {ref.abs().max().item():.3g})', flush=True)
-        del dec; torch.cuda.empty_cache()
+        ops = f', {counts[-1]} operations' if not gpu else ''
+        print(f'{i + 1}. {name}: {ms:.2f} ms/step ({1000 / ms:.0f} steps/s{ops}); first logits: largest difference from '
+              f'the first variant {(first - ref).abs().max().item():.3g} (largest logit {ref.abs().max().item():.3g})', flush=True)
+        del dec
+        if gpu: torch.cuda.empty_cache()
 
 
 if __name__ == '__main__':

@@ -6,7 +6,8 @@
 __all__ = ['CHATGLM2_6B_CONFIG', 'TILE_GROUP', 'log', 'FOLDER_HELP', 'LAYOUTS', 'UnsupportedCheckpoint', 'glm_config',
            'glm_tensors', 'unpack_int4', 'dequantize_int4', 'quantize_int4', 'tile_bytes', 'Int4Linear',
            'int4_kernel_refusal', 'tile_int4', 'read_chatglm2_config', 'is_chatglm2_folder', 'weight_files',
-           'FusedRMSNorm', 'fuse_norms', 'load_chatglm2', 'chatglm2_config', 'save_chatglm2', 'random_chatglm2']
+           'FusedRMSNorm', 'fuse_norms', 'cat_linears', 'InterleavedRotary', 'rotate_pairs_', 'FusedGlmAttention',
+           'fuse_attention', 'load_chatglm2', 'chatglm2_config', 'save_chatglm2', 'random_chatglm2']
 
 # %% ../nbs/03_chatglm2.ipynb #3d2d91b5
 import json
@@ -19,7 +20,8 @@ import torch.nn.functional as F
 from safetensors.torch import load_file, save_file
 from torch import Tensor, nn
 from transformers import GlmConfig, GlmForCausalLM
-from transformers.models.glm.modeling_glm import GlmRMSNorm, GlmRotaryEmbedding
+from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
+from transformers.models.glm.modeling_glm import GlmAttention, GlmRMSNorm, GlmRotaryEmbedding, eager_attention_forward
 
 # %% ../nbs/03_chatglm2.ipynb #36e8b49c
 CHATGLM2_6B_CONFIG: dict = {
@@ -346,6 +348,79 @@ def fuse_norms(model: nn.Module) -> int:
     return done
 
 # %% ../nbs/03_chatglm2.ipynb #d9e49216
+def cat_linears(layers: list[nn.Module], # plain linear layers, or untiled `Int4Linear`s, with the same inputs
+                ) -> nn.Module:
+    "One linear layer whose output is `layers`' outputs side by side."
+    bias = None if layers[0].bias is None else torch.cat([m.bias for m in layers])
+    if all(type(m) is nn.Linear for m in layers):
+        w = torch.cat([m.weight for m in layers])
+        with torch.device('meta'): out = nn.Linear(w.shape[1], w.shape[0], bias=bias is not None)
+        out.weight = nn.Parameter(w, requires_grad=False)
+        if bias is not None: out.bias = nn.Parameter(bias, requires_grad=False)
+        return out
+    if all(type(m) is Int4Linear and m.tiles is None for m in layers):
+        return Int4Linear(torch.cat([m.weight for m in layers]), torch.cat([m.weight_scale for m in layers]), bias)
+    raise TypeError('only plain linear layers, or Int4Linear layers not yet tiled, can be stacked, not '
+                    + ', '.join(type(m).__name__ + (' (tiled)' if getattr(m, 'tiles', None) is not None else '') for m in layers))
+
+class InterleavedRotary(nn.Module):
+    "The rotary embedding's tables in the form `rotate_pairs_` takes: `C = (cos, cos)` and `S = (−sin, sin)` for each pair."
+    def __init__(self, rotary: GlmRotaryEmbedding): # the model's rotary embedding (default rope type)
+        super().__init__()
+        self.register_buffer('inv_freq', rotary.inv_freq, persistent=False)  # fp32, one per pair
+
+    def forward(self, x: Tensor, # the hidden states (for the dtype)
+                position_ids: Tensor, # (batch, positions)
+               ) -> tuple[Tensor, Tensor]: # C, S: (batch, positions, 1, rotated dims) in x's dtype
+        freqs = position_ids[..., None].float() * self.inv_freq  # (batch, positions, pairs), in fp32
+        cos, sin = freqs.cos(), freqs.sin()
+        cos, sin = cos.repeat_interleave(2, -1), torch.stack([-sin, sin], -1).flatten(-2)
+        return cos[:, :, None].to(x.dtype), sin[:, :, None].to(x.dtype)
+
+def rotate_pairs_(x: Tensor, # (batch, positions, heads, head dim), rotated in place
+                  cos: Tensor, sin: Tensor, # `InterleavedRotary`'s tables
+                 ) -> None:
+    "Rotate the interleaved pairs of `x`'s first dimensions in place: `x·C + swap(x)·S`, three kernels."
+    part = x[..., :cos.shape[-1]]
+    swapped = part.unflatten(-1, (-1, 2)).flip(-1).flatten(-2)  # (b, a) for each pair (a, b): a copy
+    part.mul_(cos).addcmul_(swapped, sin)
+
+# %% ../nbs/03_chatglm2.ipynb #5a33a2fe
+class FusedGlmAttention(nn.Module):
+    "`GlmAttention` with one query-key-value product and the rotary embedding applied in place: the same maths in 4 kernels instead of 17."
+    def __init__(self, attn: GlmAttention): # the layer it replaces; its q, k and v weights are stacked
+        super().__init__()
+        self.config, self.layer_idx, self.head_dim = attn.config, attn.layer_idx, attn.head_dim
+        self.num_key_value_groups, self.scaling, self.is_causal = attn.num_key_value_groups, attn.scaling, True
+        self.attention_dropout = attn.attention_dropout
+        self.heads, self.groups = attn.config.num_attention_heads, attn.config.num_key_value_heads
+        self.qkv_proj, self.o_proj = cat_linears([attn.q_proj, attn.k_proj, attn.v_proj]), attn.o_proj
+
+    def forward(self, hidden_states: Tensor, # (batch, positions, hidden)
+                position_embeddings: tuple[Tensor, Tensor], # `InterleavedRotary`'s tables
+                attention_mask: Tensor | None = None, cache=None, **kwargs) -> tuple[Tensor, Tensor | None]:
+        b, n, _ = hidden_states.shape
+        H, G = self.heads, self.groups
+        qkv = self.qkv_proj(hidden_states).view(b, n, H + 2 * G, self.head_dim)
+        rotate_pairs_(qkv[:, :, :H + G], *position_embeddings)  # the query and key heads, side by side
+        q, k, v = (t.transpose(1, 2) for t in qkv.split([H, G, G], 2))  # (batch, heads, positions, head dim)
+        if cache is not None: k, v = cache.update(k, v, self.layer_idx, kwargs=kwargs)
+        attend = ALL_ATTENTION_FUNCTIONS.get_interface(self.config._attn_implementation, eager_attention_forward)
+        out, weights = attend(self, q, k, v, attention_mask, dropout=0.0 if not self.training else self.attention_dropout,
+                              scaling=self.scaling, **kwargs)
+        return self.o_proj(out.reshape(b, n, -1)), weights
+
+def fuse_attention(model: GlmForCausalLM) -> int:
+    "Replace every layer's `GlmAttention` by a `FusedGlmAttention`, and the rotary embedding by `InterleavedRotary`; return how many layers (0: left as it was)."
+    m = model.model
+    rotary = m.rotary_emb
+    if type(rotary) is not GlmRotaryEmbedding or rotary.rope_type != 'default' or rotary.attention_scaling != 1: return 0
+    if not all(type(layer.self_attn) is GlmAttention for layer in m.layers): return 0
+    for layer in m.layers: layer.self_attn = FusedGlmAttention(layer.self_attn)
+    m.rotary_emb = InterleavedRotary(rotary)
+    return len(m.layers)
+
+# %% ../nbs/03_chatglm2.ipynb #bd71c614
 def _int4_layers(model: GlmForCausalLM) -> None:
     "Replace every layer's linear modules by empty `Int4Linear`s."
     for layer in model.model.layers:
@@ -366,18 +441,19 @@ def _place(model: nn.Module, name: str, t: Tensor, device: torch.device, dtype: 
     if attr in mod._parameters: mod._parameters[attr] = nn.Parameter(new, requires_grad=False)
     else: mod._buffers[attr] = new
 
-def _finish(model: GlmForCausalLM, device: torch.device, dtype: torch.dtype, source: dict[str, str] | None = None) -> GlmForCausalLM:
-    "Check nothing is left on meta, recompute the rotary frequencies in fp32, fuse the norms, set eval mode."
+def _finish(model: GlmForCausalLM, device: torch.device, dtype: torch.dtype, source: dict[str, str] | None = None,
+            fused: bool = True) -> GlmForCausalLM:
+    "Check nothing is left on meta, recompute the rotary frequencies in fp32, fuse the norms and attention (`fused`), set eval mode."
     model.model.rotary_emb = GlmRotaryEmbedding(model.config).to(device)
     left = [n for n, t in [*model.named_parameters(), *model.named_buffers()] if t.is_meta]
     if left:
         src = source or {}
         raise ValueError(f'the checkpoint lacks {len(left)} weights, e.g. ' + ', '.join(src.get(n, n) for n in left[:4]))
-    fuse_norms(model)
+    if fused: fuse_norms(model); fuse_attention(model)
     model.config.dtype = dtype
     return model.eval().requires_grad_(False)
 
-# %% ../nbs/03_chatglm2.ipynb #5a33a2fe
+# %% ../nbs/03_chatglm2.ipynb #d46f4d99
 def load_chatglm2(
     folder: Path | str,  # a ChatGLM2-6B folder (config.json and weights)
     device: str | torch.device = 'cpu',  # where the model runs
@@ -385,6 +461,7 @@ def load_chatglm2(
     progress: Callable[[int, int], None] | None = None,  # called with (shards done, shards in all) after each shard
     int4_layers: bool | None = None,  # keep int4 weights packed in `Int4Linear`s; None: on CUDA only
     tile: bool = True,  # kept int4 weights: give them to torch's CUDA int4 kernel where it runs (`tile_int4`)
+    fused: bool = True,  # `FusedRMSNorm` and `FusedGlmAttention` in place of transformers' modules (the same maths, fewer kernels)
 ) -> GlmForCausalLM:
     "Load a ChatGLM2-6B checkpoint (fp16 or int4) into `GlmForCausalLM`, shard by shard, without remote code."
     folder, device = Path(folder), torch.device(device)
@@ -416,7 +493,7 @@ def load_chatglm2(
         del shard
         if progress: progress(done, len(files))
     if pending: raise ValueError(f'int4 weights without their scale (or scale without weight): {", ".join(list(pending)[:4])}')
-    model = _finish(model, device, dtype, _source_names(config))
+    model = _finish(model, device, dtype, _source_names(config), fused)
     if keep_int4 and tile: tile_int4(model, dtype)
     return model
 
@@ -458,11 +535,18 @@ def _linear(mod: nn.Module, int4: bool) -> dict[str, Tensor]:
 def _chatglm2_layer(layer: nn.Module, i: int, config: GlmConfig, int4: bool) -> dict[str, Tensor]:
     "One decoder layer's tensors under their ChatGLM2 names."
     a, m, pre = layer.self_attn, layer.mlp, f'{_LAYER}{i}.'
-    q, k, v = (_linear(x, int4) for x in (a.q_proj, a.k_proj, a.v_proj))
+    if isinstance(a, FusedGlmAttention):  # one module: [q | k | v] rows
+        H, G, d = config.num_attention_heads, config.num_key_value_heads, config.head_dim
+        split = lambda t: t.split([H * d, G * d, G * d])
+        qkv = {s: split(t) for s, t in _linear(a.qkv_proj, int4).items()}
+        bias = None if a.qkv_proj.bias is None else split(a.qkv_proj.bias)
+    else:
+        q, k, v = (_linear(x, int4) for x in (a.q_proj, a.k_proj, a.v_proj))
+        qkv = {s: (q[s], k[s], v[s]) for s in q}
+        bias = None if a.q_proj.bias is None else (a.q_proj.bias, a.k_proj.bias, a.v_proj.bias)
     out = {pre + 'input_layernorm.weight': layer.input_layernorm.weight}
-    for suffix in q: out[f'{pre}self_attention.query_key_value.{suffix}'] = _fuse_qkv(q[suffix], k[suffix], v[suffix], config)
-    if a.q_proj.bias is not None:
-        out[pre + 'self_attention.query_key_value.bias'] = _fuse_qkv(a.q_proj.bias, a.k_proj.bias, a.v_proj.bias, config)
+    for suffix, parts in qkv.items(): out[f'{pre}self_attention.query_key_value.{suffix}'] = _fuse_qkv(*parts, config)
+    if bias is not None: out[pre + 'self_attention.query_key_value.bias'] = _fuse_qkv(*bias, config)
     for name, mod in [('self_attention.dense', a.o_proj), ('mlp.dense_h_to_4h', m.gate_up_proj), ('mlp.dense_4h_to_h', m.down_proj)]:
         out.update({f'{pre}{name}.{s}': t for s, t in _linear(mod, int4).items()})
     out[pre + 'post_attention_layernorm.weight'] = layer.post_attention_layernorm.weight
@@ -519,6 +603,7 @@ def random_chatglm2(
     std: float = 0.02,  # spread of the weights (norm weights: 1 ± std)
     device: str | torch.device = 'cpu',  # where to build it
     dtype: torch.dtype = torch.float32,  # its dtype
+    fused: bool = True,  # fused norms and attention, as `load_chatglm2` gives them
 ) -> GlmForCausalLM:
     "A `GlmForCausalLM` of ChatGLM2 config `cfg` with random weights, built straight on `device`."
     device, config = torch.device(device), glm_config(cfg)
@@ -528,4 +613,4 @@ def random_chatglm2(
         t = torch.empty(p.shape, dtype=dtype, device=device).normal_(0, std, generator=g)
         if name.endswith('norm.weight'): t += 1
         _place(model, name, t, device, dtype)
-    return _finish(model, device, dtype)
+    return _finish(model, device, dtype, fused=fused)
