@@ -48,7 +48,6 @@ _REFUSED = [
     ('apply_residual_connection_post_layernorm', False, False, 'residuals taken after the norm'),
     ('post_layer_norm', True, True, 'no final norm'),
     ('tie_word_embeddings', False, False, 'an output layer tied to the embedding'),
-    ('rope_ratio', 1, 1, 'scaled rotary positions (32K variants), unverified against the original code'),
 ]
 _SIZES = ['num_layers', 'hidden_size', 'ffn_hidden_size', 'num_attention_heads', 'kv_channels', 'padded_vocab_size']
 
@@ -65,7 +64,7 @@ def _check_chatglm2(cfg: dict) -> None:
             f"supported; ChatGLM2 configs give {', '.join(_SIZES)})")
     for key, default, ok, meaning in _REFUSED:
         val = cfg.get(key, default)
-        if val != ok and not (key == 'rope_ratio' and val in (1, 1.0, None)):
+        if val != ok:
             raise UnsupportedCheckpoint(f'config.json sets {key} = {val!r} ({meaning}); supported: {key} = {ok!r}, '
                                         'as in the published ChatGLM2-6B')
     qbit = cfg.get('quantization_bit') or 0
@@ -81,8 +80,22 @@ def _groups(cfg: dict) -> int:
     return cfg.get('multi_query_group_num', 1) if mqa else cfg['num_attention_heads']
 
 # %% ../nbs/03_chatglm2.ipynb #97341078
+def _rope(cfg: dict, chatglm3: bool | None) -> dict:
+    "GLM's rope parameters for ChatGLM config `cfg`: theta 10000 on half of each head, scaled by `rope_ratio` as the family's code scales it."
+    rope = {'rope_type': 'default', 'rope_theta': 10000.0, 'partial_rotary_factor': 0.5}
+    ratio = cfg.get('rope_ratio', 1)
+    if ratio is None or (type(ratio) in (int, float) and ratio == 1): return rope
+    if type(ratio) not in (int, float) or not 0 < ratio < float('inf'):
+        raise UnsupportedCheckpoint(f'config.json sets rope_ratio = {ratio!r}; it must be a positive number (1: no scaling)')
+    if chatglm3 is None: raise UnsupportedCheckpoint(
+        f'config.json sets rope_ratio = {ratio!r}, which ChatGLM2 (6B-32K: the positions divided by it) and ChatGLM3 '
+        '(6B-32K, 6B-128K: the rotary base multiplied by it) read differently; say which family the folder holds (chatglm3=True or False)')
+    if chatglm3: return {**rope, 'rope_theta': 10000.0 * ratio}
+    return {**rope, 'rope_type': 'linear', 'factor': float(ratio)}
+
 def glm_config(
     cfg: dict,  # ChatGLM2's config.json as a dict
+    chatglm3: bool | None = None,  # whether the folder holds ChatGLM3 (needed only to read a `rope_ratio`)
 ) -> GlmConfig:
     "The `GlmConfig` of the same network as ChatGLM2 config `cfg`; `UnsupportedCheckpoint` for other variants."
     _check_chatglm2(cfg)
@@ -93,7 +106,7 @@ def glm_config(
         num_attention_heads=cfg['num_attention_heads'], num_key_value_heads=_groups(cfg),
         head_dim=cfg['kv_channels'], hidden_act='silu', max_position_embeddings=get('seq_length'),
         rms_norm_eps=get('layernorm_epsilon'), attention_bias=bool(get('add_qkv_bias')),
-        rope_parameters={'rope_type': 'default', 'rope_theta': 10000.0, 'partial_rotary_factor': 0.5},
+        rope_parameters=_rope(cfg, chatglm3),
         tie_word_embeddings=False, pad_token_id=get('pad_token_id'), eos_token_id=get('eos_token_id'),
         bos_token_id=None, attention_dropout=0.0, use_cache=True)
 
@@ -414,7 +427,7 @@ def fuse_attention(model: GlmForCausalLM) -> int:
     "Replace every layer's `GlmAttention` by a `FusedGlmAttention`, and the rotary embedding by `InterleavedRotary`; return how many layers (0: left as it was)."
     m = model.model
     rotary = m.rotary_emb
-    if type(rotary) is not GlmRotaryEmbedding or rotary.rope_type != 'default' or rotary.attention_scaling != 1: return 0
+    if type(rotary) is not GlmRotaryEmbedding or rotary.rope_type not in ('default', 'linear') or rotary.attention_scaling != 1: return 0  # fixed frequencies
     if not all(type(layer.self_attn) is GlmAttention for layer in m.layers): return 0
     for layer in m.layers: layer.self_attn = FusedGlmAttention(layer.self_attn)
     m.rotary_emb = InterleavedRotary(rotary)
@@ -462,11 +475,12 @@ def load_chatglm2(
     int4_layers: bool | None = None,  # keep int4 weights packed in `Int4Linear`s; None: on CUDA only
     tile: bool = True,  # kept int4 weights: give them to torch's CUDA int4 kernel where it runs (`tile_int4`)
     fused: bool = True,  # `FusedRMSNorm` and `FusedGlmAttention` in place of transformers' modules (the same maths, fewer kernels)
+    chatglm3: bool | None = None,  # whether the folder holds ChatGLM3 (needed only to read a `rope_ratio`, see `glm_config`)
 ) -> GlmForCausalLM:
     "Load a ChatGLM2-6B checkpoint (fp16 or int4) into `GlmForCausalLM`, shard by shard, without remote code."
     folder, device = Path(folder), torch.device(device)
     cfg = read_chatglm2_config(folder)
-    config = glm_config(cfg)
+    config = glm_config(cfg, chatglm3)
     quantized = cfg.get('quantization_bit') == 4
     keep_int4 = quantized and (device.type == 'cuda' if int4_layers is None else int4_layers)
     files = weight_files(folder)
@@ -503,11 +517,13 @@ def chatglm2_config(
     quantization_bit: int | None = None,  # 4 for the int4 variant
     dtype: torch.dtype = torch.float16,  # the stored weights' dtype
 ) -> dict:
-    "The ChatGLM2 config.json for `config`: the published keys and values, with these sizes."
+    "The ChatGLM2 config.json for `config`: the published keys and values, with these sizes (a scaled rope as `rope_ratio`)."
     rope = config.rope_parameters or {}
-    if (rope.get('rope_theta'), rope.get('partial_rotary_factor'), config.hidden_act, config.tie_word_embeddings) != (10000.0, 0.5, 'silu', False):
-        raise ValueError('only a GlmConfig with rope theta 10000, partial_rotary_factor 0.5, silu and an untied output '
-                         'layer is a ChatGLM2 network')
+    kind, theta = rope.get('rope_type', 'default'), rope.get('rope_theta') or 0
+    ratio = rope.get('factor') if kind == 'linear' and theta == 10000 else theta / 10000 if kind == 'default' and theta > 0 else None
+    if ratio is None or (rope.get('partial_rotary_factor'), config.hidden_act, config.tie_word_embeddings) != (0.5, 'silu', False):
+        raise ValueError('only a GlmConfig with rope theta 10000 (or a multiple, as ChatGLM3 scales it, or a linear factor, as '
+                         'ChatGLM2-6B-32K does), partial_rotary_factor 0.5, silu and an untied output layer is a ChatGLM2 network')
     mqa = config.num_key_value_heads != config.num_attention_heads
     cfg = {**CHATGLM2_6B_CONFIG,
            'num_layers': config.num_hidden_layers, 'hidden_size': config.hidden_size,
@@ -518,6 +534,7 @@ def chatglm2_config(
            'eos_token_id': config.eos_token_id, 'pad_token_id': config.pad_token_id,
            'torch_dtype': str(dtype).removeprefix('torch.')}
     if quantization_bit: cfg['quantization_bit'] = quantization_bit
+    if ratio != 1: cfg['rope_ratio'] = int(ratio) if float(ratio).is_integer() else ratio  # read back with the family: see glm_config
     return cfg
 
 # %% ../nbs/03_chatglm2.ipynb #050b3f86
@@ -604,9 +621,10 @@ def random_chatglm2(
     device: str | torch.device = 'cpu',  # where to build it
     dtype: torch.dtype = torch.float32,  # its dtype
     fused: bool = True,  # fused norms and attention, as `load_chatglm2` gives them
+    chatglm3: bool | None = None,  # ChatGLM3 (needed only to read a `rope_ratio`)
 ) -> GlmForCausalLM:
     "A `GlmForCausalLM` of ChatGLM2 config `cfg` with random weights, built straight on `device`."
-    device, config = torch.device(device), glm_config(cfg)
+    device, config = torch.device(device), glm_config(cfg, chatglm3)
     with torch.device('meta'): model = GlmForCausalLM(config)
     g = torch.Generator(device=device).manual_seed(seed)
     for name, p in list(model.named_parameters()):

@@ -206,7 +206,7 @@ class LoadOptions:
 # %% ../nbs/06_load.ipynb #5dc7608d
 def parameters(folder: Path, kind: str) -> int:
     "How many parameters the model in `folder` (of `kind`, 'chatglm2' or 'hf') has, counted from its config alone."
-    config = glm_config(read_chatglm2_config(folder)) if kind == 'chatglm2' else AutoConfig.from_pretrained(folder)
+    config = glm_config(read_chatglm2_config(folder), is_chatglm3(folder)) if kind == 'chatglm2' else AutoConfig.from_pretrained(folder)
     with torch.device('meta'):  # shapes, no memory
         model = GlmForCausalLM(config) if kind == 'chatglm2' else AutoModelForCausalLM.from_config(config)
     return sum(p.numel() for p in model.parameters())
@@ -244,14 +244,14 @@ def _load_folder(opts: LoadOptions, device: str, progress) -> tuple[torch.nn.Mod
             f'{opts.model} holds GLM-4 in the layout that needs its own remote code (not SentencePiece, scaled '
             'rotary positions). Use the "-hf" variant of the same model (e.g. THUDM/glm-4-9b-chat-hf): it loads '
             'as a Hugging Face chat model.')
-        glm_config(cfg)  # refuses a variant we do not reproduce, before anything heavy is read
         glm3 = is_chatglm3(opts.model)
+        glm_config(cfg, glm3)  # refuses a variant we do not reproduce, before anything heavy is read
         tok = ChatGLM2Tokenizer.from_folder(opts.model, roles=glm3)
         if opts.quantize:
             if cfg.get('quantization_bit'):
                 raise EngineError('This checkpoint is already int4: start without --quantize.')
-            model = quantize_bnb(load_chatglm2(opts.model, 'cpu', dtype, shards), opts.quantize, device, dtype)
-        else: model = load_chatglm2(opts.model, device=device, dtype=dtype, progress=shards)
+            model = quantize_bnb(load_chatglm2(opts.model, 'cpu', dtype, shards, chatglm3=glm3), opts.quantize, device, dtype)
+        else: model = load_chatglm2(opts.model, device=device, dtype=dtype, progress=shards, chatglm3=glm3)
         fmt, name = (GLM3Format(tok), 'ChatGLM3') if glm3 else (GLMFormat(tok), 'ChatGLM2')
         return model, fmt, name + (f' ({opts.quantize})' if opts.quantize else '')
     except (UnsupportedCheckpoint, FileNotFoundError, ValueError) as e:
