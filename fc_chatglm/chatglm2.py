@@ -364,21 +364,22 @@ def fuse_norms(model: nn.Module) -> int:
 def cat_linears(layers: list[nn.Module], # plain linear layers, or untiled `Int4Linear`s, with the same inputs
                 ) -> nn.Module:
     "One linear layer whose output is `layers`' outputs side by side."
+    plain = all(type(m) is nn.Linear for m in layers)
+    if not plain and not all(type(m) is Int4Linear and m.tiles is None for m in layers):
+        raise TypeError('only plain linear layers, or Int4Linear layers not yet tiled, can be stacked, not '
+                        + ', '.join(type(m).__name__ + (' (tiled)' if getattr(m, 'tiles', None) is not None else '') for m in layers))
+    if len({m.bias is None for m in layers}) > 1: raise ValueError('layers with a bias and layers without one cannot be stacked')
     bias = None if layers[0].bias is None else torch.cat([m.bias for m in layers])
-    if all(type(m) is nn.Linear for m in layers):
-        w = torch.cat([m.weight for m in layers])
-        with torch.device('meta'): out = nn.Linear(w.shape[1], w.shape[0], bias=bias is not None)
-        out.weight = nn.Parameter(w, requires_grad=False)
-        if bias is not None: out.bias = nn.Parameter(bias, requires_grad=False)
-        return out
-    if all(type(m) is Int4Linear and m.tiles is None for m in layers):
-        return Int4Linear(torch.cat([m.weight for m in layers]), torch.cat([m.weight_scale for m in layers]), bias)
-    raise TypeError('only plain linear layers, or Int4Linear layers not yet tiled, can be stacked, not '
-                    + ', '.join(type(m).__name__ + (' (tiled)' if getattr(m, 'tiles', None) is not None else '') for m in layers))
+    if not plain: return Int4Linear(torch.cat([m.weight for m in layers]), torch.cat([m.weight_scale for m in layers]), bias)
+    w = torch.cat([m.weight for m in layers])
+    with torch.device('meta'): out = nn.Linear(w.shape[1], w.shape[0], bias=bias is not None)
+    out.weight = nn.Parameter(w, requires_grad=False)
+    if bias is not None: out.bias = nn.Parameter(bias, requires_grad=False)
+    return out
 
 class InterleavedRotary(nn.Module):
     "The rotary embedding's tables in the form `rotate_pairs_` takes: `C = (cos, cos)` and `S = (−sin, sin)` for each pair."
-    def __init__(self, rotary: GlmRotaryEmbedding): # the model's rotary embedding (default rope type)
+    def __init__(self, rotary: GlmRotaryEmbedding): # the model's rotary embedding, of fixed frequencies (default or linear rope)
         super().__init__()
         self.register_buffer('inv_freq', rotary.inv_freq, persistent=False)  # fp32, one per pair
 
