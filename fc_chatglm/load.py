@@ -4,8 +4,9 @@
 
 # %% auto #0
 __all__ = ['log', 'DTYPES', 'MODEL_HELP', 'QUANTIZE', 'resolve_device', 'resolve_dtype', 'resolve_decode', 'native_half',
-           'half_cpu_note', 'check_folder', 'own_names', 'is_chatglm3', 'TemplateFormat', 'load_hf', 'check_quantize',
-           'quantize_bnb', 'LoadOptions', 'parameters', 'memory_error', 'load_engine']
+           'half_cpu_note', 'PromptUpcastLinear', 'upcast_prompts', 'check_folder', 'own_names', 'is_chatglm3',
+           'TemplateFormat', 'load_hf', 'check_quantize', 'quantize_bnb', 'LoadOptions', 'parameters', 'memory_error',
+           'load_engine']
 
 # %% ../nbs/06_load.ipynb #8d371fcf
 import json
@@ -71,11 +72,46 @@ def native_half(dtype: torch.dtype) -> bool:
 def half_cpu_note(dtype: torch.dtype, # the dtype a model is loaded in on the CPU
                   native: bool, # `native_half(dtype)`
                   ) -> str | None:
-    "What `dtype` on this CPU will cost, when it is slow (None when it is not)."
+    "How `dtype` runs on this CPU, when it has no native path (None when it has)."
     if native: return None
     name = str(dtype).removeprefix('torch.')
-    return (f'{name} on this CPU has no native path (it lacks the instructions for it): a prompt is read several times '
-            f'slower than in float32, each new token about as fast. Use "dtype": "float32" if the memory allows.')
+    return (f'{name} on this CPU has no native matrix path (it lacks the instructions for it): prompts are multiplied '
+            f'in float32, a slice of the weights at a time, and each new token in {name}.')
+
+# %% ../nbs/06_load.ipynb #3613856a
+class PromptUpcastLinear(torch.nn.Linear):
+    "A half-precision linear layer that multiplies inputs of many rows (prompts) in float32, a slice of the weight at a time."
+    ROWS = 8  # fewer rows than this (one token): multiplied in half precision
+    SLICE = 1 << 22  # weight values converted at a time: 16 MB in float32
+
+    @classmethod
+    def like(cls, linear: torch.nn.Linear) -> 'PromptUpcastLinear':
+        "The same layer, with the same parameters (nothing copied)."
+        with torch.device('meta'): out = cls(linear.in_features, linear.out_features, bias=linear.bias is not None)
+        out.weight, out.bias = linear.weight, linear.bias
+        return out
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        rows = x.numel() // self.in_features
+        if rows < self.ROWS or x.dtype == torch.float32: return super().forward(x)
+        xt = x.reshape(rows, self.in_features).float().T  # (in, rows)
+        out = torch.empty(self.out_features, rows, device=x.device)  # transposed, so that each slice writes whole rows
+        step = max(1, self.SLICE // self.in_features)
+        buf = torch.empty(min(step, self.out_features), self.in_features, device=x.device)
+        for i in range(0, self.out_features, step):
+            w = buf[:min(step, self.out_features - i)]
+            w.copy_(self.weight[i:i + step])  # half -> float32, into the same cache-sized buffer each time
+            torch.mm(w, xt, out=out[i:i + step])
+        if self.bias is not None: out += self.bias.float()[:, None]
+        return out.T.to(x.dtype).view(*x.shape[:-1], self.out_features)
+
+def upcast_prompts(model: torch.nn.Module) -> int:
+    "Replace every plain `nn.Linear` in `model` by a `PromptUpcastLinear` with the same parameters; return how many."
+    done = 0
+    for parent in list(model.modules()):
+        for name, child in parent.named_children():
+            if type(child) is torch.nn.Linear: setattr(parent, name, PromptUpcastLinear.like(child)); done += 1
+    return done
 
 # %% ../nbs/06_load.ipynb #181285de
 MODEL_HELP = ('Put the ChatGLM2-6B files there (config.json, tokenizer.model, pytorch_model-00001-of-00007.bin ... '
@@ -226,8 +262,7 @@ def memory_error(e: BaseException, # what loading raised (`out_of_memory(e)` hol
     msg = f'Out of memory (RAM) while loading the model as {name}{need}.'
     if device == 'cpu': msg += f' On a CPU every checkpoint, the int4 one too, is held as {name}.'
     if device == 'cpu' and dtype == torch.float32:
-        msg += ' Set "dtype": "bfloat16" in config.json (or start with --dtype bfloat16) to need half as much'
-        msg += '.' if native_half(torch.bfloat16) else ' (on this CPU, prompts are then read several times slower).'
+        msg += ' Set "dtype": "bfloat16" in config.json (or start with --dtype bfloat16) to need half as much.'
     return EngineError(msg + ' Close other programs, or use a machine with more memory.')
 
 def _load_folder(opts: LoadOptions, device: str, progress) -> tuple[torch.nn.Module, ChatFormat, str]:
@@ -236,7 +271,7 @@ def _load_folder(opts: LoadOptions, device: str, progress) -> tuple[torch.nn.Mod
     check_quantize(opts.quantize, device)
     shards = lambda done, total: progress(done / total, f'shard {done}/{total}')
     dtype = resolve_dtype(opts.dtype, device, torch.bfloat16 if kind == 'hf' else torch.float16)
-    if device == 'cpu' and (note := half_cpu_note(dtype, native_half(dtype))): log.warning(note)
+    if device == 'cpu' and (note := half_cpu_note(dtype, native_half(dtype))): log.info(note)
     try:
         if kind == 'hf': return *load_hf(opts.model, device, dtype, opts.quantize), Path(opts.model).name
         cfg = read_chatglm2_config(opts.model)
@@ -275,6 +310,7 @@ def load_engine(opts: LoadOptions, # what to load
         log.warning(DEMO_NOTE)
         model, fmt, name = model, GLMFormat(tok), 'demo (random weights: replies are noise)'
     else: model, fmt, name = _load_folder(opts, device, progress)
+    if device == 'cpu' and not native_half(model.dtype): upcast_prompts(model)  # see "Half precision on a CPU"
     engine = TransformersEngine(model, fmt, name=name, decode=decode, context=opts.context, files=files)
     if decode != 'eager':
         progress(0.99, 'recording the decoding step' if decode == 'graph' else 'compiling the decoder')
