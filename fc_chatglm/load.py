@@ -262,7 +262,8 @@ def memory_error(e: BaseException, # what loading raised (`out_of_memory(e)` hol
     msg = f'Out of memory (RAM) while loading the model as {name}{need}.'
     if device == 'cpu': msg += f' On a CPU every checkpoint, the int4 one too, is held as {name}.'
     if device == 'cpu' and dtype == torch.float32:
-        msg += ' Set "dtype": "bfloat16" in config.json (or start with --dtype bfloat16) to need half as much.'
+        half = 'float16' if kind == 'chatglm2' else 'bfloat16'
+        msg += f' Set "dtype": "{half}" in config.json (or start with --dtype {half}) to need half as much.'
     return EngineError(msg + ' Close other programs, or use a machine with more memory.')
 
 def _load_folder(opts: LoadOptions, device: str, progress) -> tuple[torch.nn.Module, ChatFormat, str]:
