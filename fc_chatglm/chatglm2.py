@@ -6,8 +6,9 @@
 __all__ = ['CHATGLM2_6B_CONFIG', 'TILE_GROUP', 'log', 'FOLDER_HELP', 'LAYOUTS', 'UnsupportedCheckpoint', 'glm_config',
            'glm_tensors', 'unpack_int4', 'dequantize_int4', 'quantize_int4', 'tile_bytes', 'Int4Linear',
            'int4_kernel_refusal', 'tile_int4', 'read_chatglm2_config', 'is_chatglm2_folder', 'weight_files',
-           'FusedRMSNorm', 'fuse_norms', 'cat_linears', 'InterleavedRotary', 'rotate_pairs_', 'FusedGlmAttention',
-           'fuse_attention', 'load_chatglm2', 'chatglm2_config', 'save_chatglm2', 'random_chatglm2']
+           'FusedRMSNorm', 'swap_modules', 'fuse_norms', 'cat_linears', 'InterleavedRotary', 'rotate_pairs_',
+           'FusedGlmAttention', 'fuse_attention', 'load_chatglm2', 'chatglm2_config', 'save_chatglm2',
+           'random_chatglm2']
 
 # %% ../nbs/03_chatglm2.ipynb #3d2d91b5
 import json
@@ -352,13 +353,20 @@ class FusedRMSNorm(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor: return F.rms_norm(x, self.weight.shape, self.weight, self.variance_epsilon)
 
+def swap_modules(root: nn.Module, # where to look
+                 kind: type, # the exact type of the modules to replace (not its subclasses)
+                 make: Callable[[nn.Module], nn.Module], # one module's replacement
+                 ) -> int:
+    "Replace every module of type `kind` under `root` by `make(module)`; return how many."
+    done = 0
+    for parent in list(root.modules()):
+        for name, child in list(parent.named_children()):
+            if type(child) is kind: setattr(parent, name, make(child)); done += 1
+    return done
+
 def fuse_norms(model: nn.Module) -> int:
     "Replace every `GlmRMSNorm` in `model` by a `FusedRMSNorm` of the same weight; return how many."
-    done = 0
-    for parent in list(model.modules()):
-        for name, child in parent.named_children():
-            if type(child) is GlmRMSNorm: setattr(parent, name, FusedRMSNorm(child)); done += 1
-    return done
+    return swap_modules(model, GlmRMSNorm, FusedRMSNorm)
 
 # %% ../nbs/03_chatglm2.ipynb #d9e49216
 def cat_linears(layers: list[nn.Module], # plain linear layers, or untiled `Int4Linear`s, with the same inputs

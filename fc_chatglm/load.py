@@ -6,7 +6,7 @@
 __all__ = ['log', 'DTYPES', 'MODEL_HELP', 'QUANTIZE', 'FREE_SHARE', 'resolve_device', 'resolve_dtype', 'resolve_decode',
            'native_half', 'half_cpu_note', 'PromptUpcastLinear', 'upcast_prompts', 'check_folder', 'own_names',
            'is_chatglm3', 'TemplateFormat', 'load_hf', 'check_quantize', 'quantize_bnb', 'LoadOptions', 'parameters',
-           'memory_error', 'free_memory', 'cpu_auto_dtype', 'load_engine']
+           'half_dtype', 'memory_error', 'free_memory', 'cpu_auto_dtype', 'load_engine']
 
 # %% ../nbs/06_load.ipynb #8d371fcf
 import json
@@ -20,7 +20,7 @@ import psutil
 import torch
 from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer, GenerationConfig, GlmForCausalLM
 
-from .chatglm2 import UnsupportedCheckpoint, glm_config, is_chatglm2_folder, load_chatglm2, read_chatglm2_config
+from .chatglm2 import UnsupportedCheckpoint, glm_config, is_chatglm2_folder, load_chatglm2, read_chatglm2_config, swap_modules
 from .demo import DEMO_NOTE, load_demo
 from .decode import MODES
 from .engine import ChatFormat, EngineError, GLM3Format, GLMFormat, TransformersEngine, out_of_memory
@@ -108,11 +108,7 @@ class PromptUpcastLinear(torch.nn.Linear):
 
 def upcast_prompts(model: torch.nn.Module) -> int:
     "Replace every plain `nn.Linear` in `model` by a `PromptUpcastLinear` with the same parameters; return how many."
-    done = 0
-    for parent in list(model.modules()):
-        for name, child in parent.named_children():
-            if type(child) is torch.nn.Linear: setattr(parent, name, PromptUpcastLinear.like(child)); done += 1
-    return done
+    return swap_modules(model, torch.nn.Linear, PromptUpcastLinear.like)
 
 # %% ../nbs/06_load.ipynb #181285de
 MODEL_HELP = ('Put the ChatGLM2-6B files there (config.json, tokenizer.model, pytorch_model-00001-of-00007.bin ... '
@@ -211,20 +207,17 @@ def quantize_bnb(model: torch.nn.Module, # a model loaded on the CPU in half pre
                  ) -> torch.nn.Module:
     "Swap the decoder's linear layers for bitsandbytes' 8-bit or 4-bit layers, then move to `device` (which quantizes)."
     bnb = _bitsandbytes()
-    layers = model.model.layers
-    for block in layers:
-        for parent in block.modules():
-            for name, lin in list(parent.named_children()):
-                if not isinstance(lin, torch.nn.Linear): continue
-                bias = lin.bias is not None
-                if bits == '8bit':
-                    new = bnb.nn.Linear8bitLt(lin.in_features, lin.out_features, bias=bias, has_fp16_weights=False, threshold=6.0)
-                    new.weight = bnb.nn.Int8Params(lin.weight.data, requires_grad=False, has_fp16_weights=False)
-                else:
-                    new = bnb.nn.Linear4bit(lin.in_features, lin.out_features, bias=bias, compute_dtype=compute_dtype, quant_type='nf4')
-                    new.weight = bnb.nn.Params4bit(lin.weight.data, requires_grad=False, quant_type='nf4')
-                if bias: new.bias = torch.nn.Parameter(lin.bias.data, requires_grad=False)
-                setattr(parent, name, new)
+    def quantized(lin: torch.nn.Linear) -> torch.nn.Module:
+        bias = lin.bias is not None
+        if bits == '8bit':
+            new = bnb.nn.Linear8bitLt(lin.in_features, lin.out_features, bias=bias, has_fp16_weights=False, threshold=6.0)
+            new.weight = bnb.nn.Int8Params(lin.weight.data, requires_grad=False, has_fp16_weights=False)
+        else:
+            new = bnb.nn.Linear4bit(lin.in_features, lin.out_features, bias=bias, compute_dtype=compute_dtype, quant_type='nf4')
+            new.weight = bnb.nn.Params4bit(lin.weight.data, requires_grad=False, quant_type='nf4')
+        if bias: new.bias = torch.nn.Parameter(lin.bias.data, requires_grad=False)
+        return new
+    swap_modules(model.model.layers, torch.nn.Linear, quantized)
     return model.to(device)
 
 # %% ../nbs/06_load.ipynb #a64eb830
@@ -248,6 +241,10 @@ def parameters(folder: Path, kind: str) -> int:
         model = GlmForCausalLM(config) if kind == 'chatglm2' else AutoModelForCausalLM.from_config(config)
     return sum(p.numel() for p in model.parameters())
 
+def half_dtype(kind: str) -> torch.dtype:
+    "The half precision for a model of `kind` ('chatglm2' or 'hf') on a CPU: ChatGLM2's published float16, else bfloat16."
+    return torch.float16 if kind == 'chatglm2' else torch.bfloat16
+
 def memory_error(e: BaseException, # what loading raised (`out_of_memory(e)` holds)
                  folder: Path, kind: str, device: str, dtype: torch.dtype, # what was being loaded, how and where
                  ) -> EngineError:
@@ -263,7 +260,7 @@ def memory_error(e: BaseException, # what loading raised (`out_of_memory(e)` hol
     msg = f'Out of memory (RAM) while loading the model as {name}{need}.'
     if device == 'cpu': msg += f' On a CPU every checkpoint, the int4 one too, is held as {name}.'
     if device == 'cpu' and dtype == torch.float32:
-        half = 'float16' if kind == 'chatglm2' else 'bfloat16'
+        half = str(half_dtype(kind)).removeprefix('torch.')
         msg += f' Set "dtype": "{half}" in config.json (or start with --dtype {half}) to need half as much.'
     return EngineError(msg + ' Close other programs, or use a machine with more memory.')
 
@@ -280,7 +277,7 @@ def cpu_auto_dtype(params: int, # the model's parameters (`parameters`)
                    ) -> tuple[torch.dtype, str | None]:
     "`auto` on a CPU: float32 where the model fits the free memory with room to spare, else half precision, with the reason."
     if free is None or params * 4 <= FREE_SHARE * free: return torch.float32, None
-    half = torch.float16 if kind == 'chatglm2' else torch.bfloat16
+    half = half_dtype(kind)
     name = str(half).removeprefix('torch.')
     return half, (f'dtype auto: this model needs about {params * 4 / 1e9:.1f} GB in float32 and {free / 1e9:.1f} GB of memory is '
                   f'free, so it loads in {name} (about {params * 2 / 1e9:.1f} GB). Set "dtype": "float32" to load it in float32.')
