@@ -17,8 +17,9 @@ On a GPU the step is a CUDA graph over the 6B shape in fp16. On a CPU it is the 
 transformers' modules as a CUDA graph does but still pays for every operation, over a smaller
 model in float32 (8 layers of width 1,024, a 4,096-token vocabulary). There the figure to read is
 the number of operations per step: on a shared 2-core CPU the times moved by 20% between runs of
-the same variant, more than the changes measured here. Prints ms per step, the computing operations per step, and how
-far each variant's first logits are from the first's; asserts nothing about time.
+the same variant, more than the changes measured here. Prints ms per step, the operations per step (on a GPU: the kernels and
+copies the profiler sees in one unrecorded step; on a CPU: the computing operations recorded), and
+how far each variant's first logits are from the first's; asserts nothing about time.
 
     python benchmarks/bench_step.py                         # one GPU, the 6B shape, about 40 s
     python benchmarks/bench_step.py --length 1024
@@ -48,6 +49,16 @@ def counting_capture(counts: list):
                           and n.target._opname not in ('_unsafe_view', 'scalar_tensor') for n in graph.graph.nodes))
         return lambda new: graph(new)
     return capture
+
+
+def cuda_kernels(dec, token) -> str:
+    "How many GPU operations (kernels, copies) one step of `dec` launches, counted by the profiler on an unrecorded step."
+    try:
+        from torch.profiler import ProfilerActivity, profile
+        with profile(activities=[ProfilerActivity.CUDA]) as prof:
+            dec._eager_step(token.view(1, 1)); torch.cuda.synchronize()
+        return f', {sum(e.device_type == torch.autograd.DeviceType.CUDA for e in prof.events())} GPU operations'
+    except Exception as e: return f', GPU operations not counted ({type(e).__name__}: {e})'
 
 
 def main():
@@ -82,9 +93,9 @@ def main():
                 nxt = dec.step(nxt).argmax(-1)
             sync()
             ms = (time.perf_counter() - t0) / steps * 1e3
+            ops = cuda_kernels(dec, nxt) if gpu else f', {counts[-1]} operations'
             dec.end()
         ref = first if ref is None else ref
-        ops = f', {counts[-1]} operations' if not gpu else ''
         print(f'{i + 1}. {name}: {ms:.2f} ms/step ({1000 / ms:.0f} steps/s{ops}); first logits: largest difference from '
               f'the first variant {(first - ref).abs().max().item():.3g} (largest logit {ref.abs().max().item():.3g})', flush=True)
         del dec
