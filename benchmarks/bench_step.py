@@ -32,7 +32,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # import fc_chatgl
 
 import torch, transformers
 
-from fc_chatglm.chatglm2 import CHATGLM2_6B_CONFIG, fuse_attention, fuse_norms, random_chatglm2
+from fc_chatglm.chatglm2 import CHATGLM2_6B_CONFIG, computing_ops, fuse_attention, fuse_norms, random_chatglm2
 from fc_chatglm.decode import Decoder, trace_capture
 
 
@@ -45,8 +45,7 @@ def counting_capture(counts: list):
     def capture(step, ids):
         step(ids)
         graph = make_fx(lambda ids: step(ids))(ids)
-        counts.append(sum(isinstance(n.target, torch._ops.OpOverload) and not n.target.is_view
-                          and n.target._opname not in ('_unsafe_view', 'scalar_tensor') for n in graph.graph.nodes))
+        counts.append(len(computing_ops(graph.graph)))
         return lambda new: graph(new)
     return capture
 

@@ -242,7 +242,7 @@ def parameters(folder: Path, kind: str) -> int:
     return sum(p.numel() for p in model.parameters())
 
 def half_dtype(kind: str) -> torch.dtype:
-    "The half precision for a model of `kind` ('chatglm2' or 'hf') on a CPU: ChatGLM2's published float16, else bfloat16."
+    "The half precision for a model of `kind` ('chatglm2' or 'hf'): ChatGLM2's published float16, else bfloat16 (on a GPU, where it has it)."
     return torch.float16 if kind == 'chatglm2' else torch.bfloat16
 
 def memory_error(e: BaseException, # what loading raised (`out_of_memory(e)` holds)
@@ -287,7 +287,7 @@ def _load_folder(opts: LoadOptions, device: str, progress) -> tuple[torch.nn.Mod
     kind = check_folder(opts.model)
     check_quantize(opts.quantize, device)
     shards = lambda done, total: progress(done / total, f'shard {done}/{total}')
-    dtype = resolve_dtype(opts.dtype, device, torch.bfloat16 if kind == 'hf' else torch.float16)
+    dtype = resolve_dtype(opts.dtype, device, half_dtype(kind))
     if opts.dtype == 'auto' and device == 'cpu':
         try: dtype, why = cpu_auto_dtype(parameters(opts.model, kind), kind, free_memory())
         except Exception: why = None  # a config we cannot count: float32, and the out-of-memory message if it comes to that
