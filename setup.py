@@ -1,7 +1,9 @@
 "Packaging for fc_chatglm: every field comes from `settings.ini`, nbdev's single source of project facts."
 from configparser import ConfigParser
 from pathlib import Path
+import shutil
 import setuptools
+from setuptools.command.build_py import build_py
 
 cfg = ConfigParser(delimiters=['='])
 cfg.read(Path(__file__).parent/'settings.ini', encoding='utf-8')
@@ -13,6 +15,20 @@ lic = licenses[cfg['license']]
 requirements = cfg.get('requirements', '').split()
 dev_requirements = cfg.get('dev_requirements', '').split()
 readme = Path(__file__).parent/'README.md'
+
+# What `fc_chatglm pack` puts beside the modules in a .fctor. The files at the project's root are the
+# one source: every build copies them into the package (fc_chatglm/connector/), so that pack works
+# from any install (nbs/08_launch.ipynb, "The .fctor package"). Keep in step with launch.SHIPPED.
+SHIPPED = ('connector.json', 'config.json', 'requirements.txt', 'README.md', 'model/README.md')
+
+class BuildWithConnector(build_py):
+    "build_py, plus a copy of the connector's files into the built package."
+    def run(self):
+        super().run()
+        for f in SHIPPED:
+            target = Path(self.build_lib)/cfg['lib_path']/'connector'/f
+            target.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(Path(__file__).parent/f, target)
 
 setuptools.setup(
     name=cfg['lib_name'], version=cfg['version'], description=cfg['description'],
@@ -30,4 +46,4 @@ setuptools.setup(
     install_requires=requirements,
     extras_require={'dev': dev_requirements, 'widget': ['ipywidgets>=8', 'markdown-it-py>=3'], 'quantize': ['bitsandbytes>=0.43']},
     entry_points={'console_scripts': cfg['console_scripts'].split(), 'nbdev': [f"{cfg['lib_path']}={cfg['lib_path']}._modidx:d"]},
-    zip_safe=False)
+    cmdclass={'build_py': BuildWithConnector}, zip_safe=False)
