@@ -132,7 +132,7 @@ def main(argv: Optional[List[str]] = None, # the command line; sys.argv's by def
         try: from fc_chatglm.cli import main as run
         except Exception as e: problem = import_problem(e, Path.cwd())
         else: return run(argv)
-    if argv[:1] == ['pack']: print(problem, file=sys.stderr); return 1
+    if argv[:1] in (['pack'], ['check']): print(problem, file=sys.stderr); return 1
     return serve_rescue(problem, argv)
 
 # %% ../nbs/09_main.ipynb #ed848c4d
