@@ -252,7 +252,7 @@ def progress_bar(stream=None, # where to draw it (default: stderr)
         s, frac = stream or sys.stderr, done / total if total else 1.0
         if int(frac * 1000) == shown[0]: return  # redraw per 0.1%, not per chunk
         shown[0] = int(frac * 1000)
-        s.write(f'\rmodel [{"#" * int(width * frac):<{width}}] {frac:4.0%} {done / 1e9:5.1f}/{total / 1e9:.1f} GB')
+        s.write(f'\rmodel [{"#" * int(width * frac):<{width}}] {int(100 * frac):3d}% {done / 1e9:5.1f}/{total / 1e9:.1f} GB')
         if done >= total: s.write('\n')
         s.flush()
     return show
