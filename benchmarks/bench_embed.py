@@ -36,7 +36,7 @@ def ms(xs: list[float]) -> str: return f'median {1000 * statistics.median(xs):6.
 
 def main(rounds: int):
     emb = load_embedder(device='cpu')
-    proc, base = start_connector('--demo', '--device', 'cpu')
+    proc, base = start_connector('--demo', '--device', 'cpu', '--embedding', 'minilm')  # the same model as in-process
     try:
         with httpx.Client(timeout=120) as client:
             post(client, base, SHORT)  # loads the model on the server

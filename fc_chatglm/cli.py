@@ -47,8 +47,9 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument('--compile', dest='decode', action='store_const', const='compile', help='the same as --decode compile')
     p.add_argument('--context', type=int, help='with graph or compile: the static cache\'s length in tokens '
                    '(prompt + reply; default 4096); longer requests are decoded eagerly')
-    p.add_argument('--embedding', help='the embedding model, loaded at the first embedding request: minilm (bundled, '
-                   'English; the default), off, or the folder of a sentence-transformers model')
+    p.add_argument('--embedding', help='the embedding model, loaded at the first embedding request: hybrid (the default: '
+                   'the bundled MiniLM with a lexical part for any language, scored for the app\'s 0.7 threshold), minilm (the '
+                   'bundled MiniLM alone, English), off, or the folder of a sentence-transformers model')
     p.add_argument('--connector', type=Path, default=Path('connector.json'), help='the manifest to read (default: ./connector.json)')
     p.add_argument('--log-level', default='INFO', choices=['DEBUG', 'INFO', 'WARNING', 'ERROR'])
     return p

@@ -25,7 +25,7 @@ import uvicorn
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from .chatglm2 import weight_files
-from .embed import BUNDLED, OFF, Embeddings
+from .embed import DEFAULT, NAMES, Embeddings
 from .engine import EngineError
 from .load import LoadOptions, check_folder, load_engine
 from .schemas import describe_errors
@@ -66,7 +66,7 @@ class ConnectorSettings(BaseModel):
     quantize: Literal['8bit', '4bit'] | None = None  # quantize an fp16 checkpoint while loading (CUDA, bitsandbytes)
     decode: Literal['auto', 'eager', 'graph', 'compile'] = 'auto'  # how each token is decoded (`04a_decode`)
     context: int = Field(4096, ge=1)  # graph/compile: the static cache's length in tokens
-    embedding: str = BUNDLED  # minilm (bundled), off, or a sentence-transformers folder
+    embedding: str = DEFAULT  # hybrid (the default), minilm, off, or a sentence-transformers folder (`06a_embed`)
 
     def load_options(self, demo: bool = False) -> LoadOptions:
         "The chat model's `LoadOptions`."
@@ -95,7 +95,7 @@ def read_config(path: Path, # config.json
                               f'starts an escape in JSON (\\n, \\t). {WINDOWS_PATHS} {CONFIG_HELP}')
     here = lambda p: p if Path(p).is_absolute() else str(path.resolve().parent/p)  # absolute: clearer in messages
     return s.model_copy(update={'model': here(s.model),
-                                'embedding': s.embedding if s.embedding in (BUNDLED, OFF) else here(s.embedding)})
+                                'embedding': s.embedding if s.embedding in NAMES else here(s.embedding)})
 
 # %% ../nbs/08_launch.ipynb #7967fe0e
 def start_loading(host: ModelHost, opts: LoadOptions) -> threading.Thread:
@@ -125,7 +125,7 @@ def serve(opts: LoadOptions, # what model to load
           connector: Path = Path('connector.json'), # the manifest: address and routes
           host: str | None = None, # overrides base_url's host
           port: int | None = None, # overrides base_url's port (0: any free port)
-          embedding: str = BUNDLED, # the embedding model: minilm, off or a folder (loaded at its first request)
+          embedding: str = DEFAULT, # the embedding mode: hybrid, minilm, off or a folder (loaded at its first request)
           problem: str | None = None, # a settings error: load nothing, answer every request with it
           ) -> int:
     "Run the connector until it is stopped; return an exit code."
