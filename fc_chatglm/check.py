@@ -284,6 +284,7 @@ class StreamRead:
     "What the app made of a stream."
     reply: str = ''  # the reply it would show
     contents: list = field(default_factory=list)  # each JSON line's content
+    flagged: str | None = None  # the content of a line marked isError (the app shows it as the reply)
     lines: int = 0  # JSON lines read
     done: bool = False  # [DONE] came
     error: str | None = None  # an `error:` line, or a line the app cannot read
@@ -308,9 +309,10 @@ def read_stream(base_url: str, path: str, body: bytes, append: bool, # text-comp
                 if text == '[DONE]': out.done = True; break
                 if text.startswith('error:'): out.error = f'sent {text!r}, which ends the reply without showing why'; break
                 if not text.startswith('{'): continue
-                try: content = json.loads(text)['content']
+                try: line = json.loads(text); content = line['content']
                 except (ValueError, KeyError, TypeError): out.error = f'sent the line {text[:80]!r}, which the app cannot read, so the whole reply becomes an error'; break
                 out.lines += 1; out.contents.append(content)
+                if line.get('isError') is True and out.flagged is None: out.flagged = content
                 out.reply = out.reply + content if append else content
                 if cancel and posted is None:
                     out.cancelled_after, posted = out.lines, time.monotonic()
@@ -373,12 +375,14 @@ def call_feature(base: str, feature: dict, r: Report, wait: float):
     body = app_json(BODIES[kind])
     t0 = time.monotonic()
     problem, text = reply_problem(*_wait_ready(base, paths[f'{kind}-rest'], body, wait, r))
-    if problem: r.fail(f'{kind}-rest POST {paths[f"{kind}-rest"]} {problem}.')
-    else: r.ok(f'{kind}-rest POST {paths[f"{kind}-rest"]} (JSON sent chunked): a reply of {len(text)} characters in {time.monotonic() - t0:.1f} s')
+    if problem:  # the streams would only repeat it
+        return r.fail(f'{kind}-rest POST {paths[f"{kind}-rest"]} {problem.rstrip(".")}.')
+    r.ok(f'{kind}-rest POST {paths[f"{kind}-rest"]} (JSON sent chunked): a reply of {len(text)} characters in {time.monotonic() - t0:.1f} s')
     if f'{kind}-stream' not in paths: return
     path, append = paths[f'{kind}-stream'], kind == 'text-completion'
     s = read_stream(base, path, body, append)
     if s.error: r.fail(f'{kind}-stream POST {path} {s.error}.')
+    elif s.flagged: r.fail(f'{kind}-stream POST {path} sent an error, which the app shows as the reply: {s.flagged.rstrip(".")}.')
     elif not s.reply.strip(): r.fail(f'{kind}-stream POST {path} gave an empty reply ({s.lines} lines): the app shows an empty bubble.')
     else:
         r.ok(f'{kind}-stream POST {path} (raw socket, Host: {base}): {s.lines} lines, {"[DONE]" if s.done else "closed without [DONE]"}, '
@@ -408,7 +412,7 @@ def run_connector(path: Path, m: dict, r: Report, demo: bool, keep_port: bool, w
             r.note(f'checking on {base} instead of {m["base_url"]} (written into the unpacked connector.json; --keep-port keeps it)')
         try: argv = launch_argv(m, folder, ['--demo'] if demo else [])
         except CheckError as e: return r.fail(str(e))
-        shown = ' '.join(argv).replace(sys.executable, 'python')
+        shown = shlex.join(['python' if a == sys.executable else a for a in argv])
         try: p = Launched(argv, folder)
         except OSError as e: return r.fail(f'The launch command {shown!r} cannot start: {e}.')
         try: _run(p, base, m, r, shown, wait)
