@@ -476,6 +476,25 @@ def test_past_the_queue_a_request_is_told_at_once_that_the_connector_is_busy(tig
     assert not rest_reply(base, '/chat', 'now', {'maxResponseTokens': 5})['isError']
 
 
+def test_a_hundred_requests_at_once_are_served_or_told_at_once_that_it_is_busy(tight):
+    "Issue 15's flood: 100 concurrent requests all queued and nothing said busy."
+    base, _, _ = tight
+    idle(base)
+    answers = []
+    def one(i):
+        t0 = time.perf_counter()
+        r = rest_reply(base, '/chat', f'question {i}', {'temperature': 0, 'maxResponseTokens': 200})
+        answers.append((r, time.perf_counter() - t0))
+    threads = [threading.Thread(target=one, args=(i,)) for i in range(100)]
+    for t in threads: t.start()
+    for t in threads: t.join(120)
+    busy = [s for r, s in answers if r['isError'] and 'busy' in r['content']]
+    served = [r for r, _ in answers if not r['isError']]
+    assert len(busy) + len(served) == 100 and len(busy) >= 50 and served, (len(busy), len(served))
+    assert max(busy) < 20, max(busy)  # told at once, not after a queue of 100 replies (generous)
+    idle(base)
+
+
 def test_a_full_reply_ends_in_time_with_the_text_so_far(tight):
     base, _, log_file = tight
     idle(base)
