@@ -126,6 +126,8 @@ def serve_rescue(problem: str, # what is wrong, for every reply
 def main(argv: Optional[List[str]] = None, # the command line; sys.argv's by default
          ) -> int:
     "Entry point of `python -m fc_chatglm` and the `fc_chatglm` script."
+    for stream in (sys.stdout, sys.stderr):  # before anything prints: a pipe in a Windows code page may lack a
+        if hasattr(stream, 'reconfigure'): stream.reconfigure(errors='backslashreplace')  # character of a path; escape it
     argv = sys.argv[1:] if argv is None else argv
     problem = python_problem()
     if problem is None:

@@ -50,6 +50,11 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument('--embedding', help='the embedding model, loaded at the first embedding request: hybrid (the default: '
                    'the bundled MiniLM with a lexical part for any language, scored for the app\'s 0.7 threshold), minilm (the '
                    'bundled MiniLM alone, English), off, or the folder of a sentence-transformers model')
+    p.add_argument('--reply-seconds', type=float, help='a full reply (chat-rest, text-completion-rest) ends after this many seconds '
+                   'with the text written so far (default 90; the app waits 100 s at most); streams have no limit')
+    p.add_argument('--max-request-bytes', type=int, help='a chat or text request\'s body at most (default 8000000); a longer one is refused unread')
+    p.add_argument('--max-history', type=int, help='history entries at most (default 10000)')
+    p.add_argument('--max-queue', type=int, help='replies being written or waiting at most (default 16); past it a request is told the connector is busy')
     p.add_argument('--connector', type=Path, default=Path('connector.json'), help='the manifest to read (default: ./connector.json)')
     p.add_argument('--log-level', default='INFO', choices=['DEBUG', 'INFO', 'WARNING', 'ERROR'])
     return p
@@ -118,4 +123,4 @@ def main(argv: list[str] | None = None) -> int:
     setup_logging(a.log_level)
     s, problem = settings(a)
     log.info('settings: %s', ', '.join(f'{k}={v}' for k, v in s.model_dump().items()))
-    return serve(s.load_options(demo=a.demo), a.connector, a.host, a.port, s.embedding, problem)
+    return serve(s.load_options(demo=a.demo), a.connector, a.host, a.port, s.embedding, problem, s.limits())

@@ -29,7 +29,7 @@ from .embed import DEFAULT, NAMES, Embeddings
 from .engine import EngineError
 from .load import LoadOptions, check_folder, load_engine
 from .schemas import describe_errors
-from .server import ROUTES, ModelHost, create_app, open_socket
+from .server import ROUTES, Limits, ModelHost, create_app, open_socket
 
 log = logging.getLogger('fc_chatglm')
 
@@ -67,11 +67,19 @@ class ConnectorSettings(BaseModel):
     decode: Literal['auto', 'eager', 'graph', 'compile'] = 'auto'  # how each token is decoded (`04a_decode`)
     context: int = Field(4096, ge=1)  # graph/compile: the static cache's length in tokens
     embedding: str = DEFAULT  # hybrid (the default), minilm, off, or a sentence-transformers folder (`06a_embed`)
+    reply_seconds: float = Field(Limits.reply_seconds, gt=0)  # a full reply ends by then with the text so far (the app waits 100 s)
+    max_request_bytes: int = Field(Limits.request_bytes, ge=1000)  # a chat or text request's body at most
+    max_history: int = Field(Limits.history, ge=1)  # history entries at most
+    max_queue: int = Field(Limits.queue, ge=1)  # replies being written or waiting at most; past it a request is told "busy"
 
     def load_options(self, demo: bool = False) -> LoadOptions:
         "The chat model's `LoadOptions`."
         return LoadOptions(model=Path(self.model), demo=demo, device=self.device, dtype=self.dtype,
                            quantize=self.quantize, decode=self.decode, context=self.context)
+
+    def limits(self) -> Limits:
+        "The server's `Limits`."
+        return Limits(self.reply_seconds, self.max_request_bytes, self.max_history, self.max_queue)
 
 WINDOWS_PATHS = 'Write Windows paths with / or with doubled backslashes: "D:/models/chatglm2".'
 CONFIG_HELP = ('Fix it and restart the connector (in Fantasy Copilot, the connector\'s page opens this file); '
@@ -127,6 +135,7 @@ def serve(opts: LoadOptions, # what model to load
           port: int | None = None, # overrides base_url's port (0: any free port)
           embedding: str = DEFAULT, # the embedding mode: hybrid, minilm, off or a folder (loaded at its first request)
           problem: str | None = None, # a settings error: load nothing, answer every request with it
+          limits: Limits = Limits(), # request sizes, the queue's bound, a full reply's time
           ) -> int:
     "Run the connector until it is stopped; return an exit code."
     print('fc_chatglm: starting', flush=True)
@@ -143,7 +152,7 @@ def serve(opts: LoadOptions, # what model to load
     if problem:
         log.error('%s', problem); model_host.failed(problem); embeddings.failed(problem)
     app = create_app(model_host, manifest_routes(m), on_start=None if problem else lambda: start_loading(model_host, opts),
-                     embeddings=embeddings)
+                     embeddings=embeddings, limits=limits)
     bound = sock.getsockname()
     print(f'fc_chatglm: listening on http://{host}:{bound[1]} (model: {"demo" if opts.demo else opts.model})', flush=True)
     uvicorn.Server(uvicorn.Config(app, http='h11', log_level='warning', lifespan='on')).run(sockets=[sock])
