@@ -206,7 +206,7 @@ function render({ model, el }) {
   box.value = model.get('value');
   el.append(box);
   const sync = () => { if (model.get('value') !== box.value) { model.set('value', box.value); model.save_changes(); } };
-  box.addEventListener('input', sync);
+  box.addEventListener('change', sync);  // on leaving the box (a click on Send), not on every key: see above
   box.addEventListener('keydown', e => {
     e.stopPropagation();  // Shift+Enter must not run the cell (nor any other key reach the notebook)
     if (e.key === 'Enter' && !(e.shiftKey || e.ctrlKey || e.metaKey || e.altKey || e.isComposing)) {
