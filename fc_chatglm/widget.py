@@ -326,7 +326,7 @@ class ChatWidget:
         self.max_tokens.max = window - 1
 
     def _draw(self, turns: bool = True): # False: only the growing reply changed
-        with self.transcript.lock:
+        with self.transcript.lock, self.conversation.hold_sync():  # one message: the browser draws both at once
             md = self.markdown.value
             if turns: self.conversation.turns = conversation_html(self.transcript.turns, md)
             self.conversation.reply = turn_html('assistant', self.reply, 'writing…', md) if self._writing else ''
