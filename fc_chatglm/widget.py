@@ -248,7 +248,8 @@ class ChatInput(anywidget.AnyWidget):
 # %% ../nbs/10_widget.ipynb #6816de0b
 def _slider(kind, description: str, value, lo, hi, step, fmt: str):
     return kind(value=value, min=lo, max=hi, step=step, description=description, readout_format=fmt,
-                continuous_update=False, style={'description_width': 'initial'}, layout=widgets.Layout(width='33%'))
+                continuous_update=False, style={'description_width': 'initial'},
+                layout=widgets.Layout(flex='1 1 260px', min_width='260px'))  # a row, wrapped on a narrow page
 
 def _button(description: str, icon: str, tooltip: str, **kw) -> widgets.Button:
     return widgets.Button(description=description, icon=icon, tooltip=tooltip, layout=widgets.Layout(width='auto'), **kw)
@@ -291,7 +292,8 @@ class ChatWidget:
         self.markdown.observe(lambda _: self._draw(), names='value')
         self.ui = widgets.VBox([self.conversation, self.text,
             widgets.HBox([self.send_button, self.stop_button, self.retry_button, self.edit_button, self.clear_button, self.markdown]),
-            widgets.HBox([self.temperature, self.max_tokens, self.top_p]), self.progress, self.status])
+            widgets.HBox([self.temperature, self.max_tokens, self.top_p], layout=widgets.Layout(flex_flow='row wrap')),
+            self.progress, self.status])
         self._controls()
         self._draw()
 

@@ -61,6 +61,23 @@ SCRIPTED = "s = ChatWidget(Scripted())\ns"
 NB7 = "w = chat(demo=True, demo_dir=Path('demo'))\nw"
 SHOTS = Path(os.environ['FC_SCREENSHOTS']) if os.environ.get('FC_SCREENSHOTS') else None
 T = 60_000  # ms: the longest any one step may take
+# The contrast ratio (WCAG 2) of an element's text against what is behind it: its own background and its
+# ancestors', translucent ones laid over the first opaque one.
+CONTRAST = '''el => {
+  const rgba = s => { const c = s.match(/[\\d.]+/g).map(Number); if (c.length === 3) c.push(1); return c; };
+  const lum = c => { const f = v => { v /= 255; return v <= 0.03928 ? v / 12.92 : ((v + 0.055) / 1.055) ** 2.4; };
+                     return 0.2126 * f(c[0]) + 0.7152 * f(c[1]) + 0.0722 * f(c[2]); };
+  const layers = [];
+  for (let e = el; e; e = e.parentElement) {
+    const c = rgba(getComputedStyle(e).backgroundColor);
+    if (c[3] > 0) layers.push(c);
+    if (c[3] === 1) break;
+  }
+  let bg = [255, 255, 255];
+  for (const c of layers.reverse()) bg = bg.map((v, i) => c[i] * c[3] + v * (1 - c[3]));
+  const a = lum(rgba(getComputedStyle(el).color)) + 0.05, b = lum(bg) + 0.05;
+  return Math.max(a, b) / Math.min(a, b);
+}'''
 
 
 @pytest.fixture(scope='module')
@@ -231,6 +248,17 @@ def test_markdown_scroll_and_screenshots(server, page):
     expect(reply.locator('table td')).to_have_count(4)
     expect(reply.locator('strong')).to_have_text('linear')
     c.shot('chat-markdown.png')
+    # readable in the light theme and in the dark one: WCAG's contrast of 4.5 at least, for text and code
+    for theme in ('JupyterLab Light', 'JupyterLab Dark'):
+        page.evaluate('theme => window.jupyterapp.commands.execute("apputils:change-theme", {theme})', theme)
+        page.wait_for_function('light => document.body.dataset.jpThemeLight === light', arg=str(theme.endswith('Light')).lower(), timeout=T)
+        time.sleep(0.5)  # the theme's style sheet is applied
+        for part in ('p', 'pre code', 'td'):
+            ratio = reply.locator(part).first.evaluate(CONTRAST)
+            assert ratio >= 4.5, (theme, part, ratio)
+            print(f'{theme}, {part}: contrast {ratio:.1f}')
+    c.shot('chat-dark.png')
+    page.evaluate('window.jupyterapp.commands.execute("apputils:change-theme", {theme: "JupyterLab Light"})')
 
     # three more rounds overflow the box: it follows the newest reply ...
     for i in range(3):
