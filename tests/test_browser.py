@@ -1,9 +1,9 @@
 """The chat widget in a real browser: JupyterLab and Notebook 7 on loopback, driven in headless Chromium.
 
 Every check reads what the page shows (text, buttons, the box's content, the focus, the clipboard), not the
-kernel's Python objects. Skipped, with the reason, where Chromium or a Python package is missing; `.ci/run`
-installs both. With FC_SCREENSHOTS set to a folder (`FC_SCREENSHOTS=docs/images pytest tests/test_browser.py`),
-the screenshots the README shows are written there.
+kernel's Python objects. Skipped, with the reason, where Chromium or a Python package is missing (an error
+in CI, where `.ci/run` installs both). The pictures the README and 10_widget show are taken here; refresh them
+with `FC_SCREENSHOTS=docs/images pytest tests/test_browser.py -k markdown`.
 """
 import os
 import re
