@@ -52,9 +52,10 @@ class Scripted:
     name = 'a scripted reply (not a model), to show the Markdown'
     def generate(self, request, cancel, on_text):
         t0, n = time.perf_counter(), 0
+        pause = 0.04 if not request.history else 0.005  # the first reply slowly: the picture catches it mid-stream
         for i in range(0, len(REPLY), 4):
             if cancel.is_set(): return Outcome(REPLY[:i], 'cancelled', tokens=n, seconds=time.perf_counter() - t0)
-            on_text(REPLY[i:i + 4]); n += 1; time.sleep(0.04)
+            on_text(REPLY[i:i + 4]); n += 1; time.sleep(pause)
         return Outcome(REPLY, 'stop', tokens=n, seconds=time.perf_counter() - t0)'''
 DEMO = "w = chat(demo=True, demo_dir=Path('demo'), loader=slowly)\nw"
 SCRIPTED = "s = ChatWidget(Scripted())\ns"
