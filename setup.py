@@ -44,6 +44,6 @@ setuptools.setup(
     packages=setuptools.find_packages(include=['fc_chatglm', 'fc_chatglm.*']),
     include_package_data=True, python_requires='>=' + cfg['min_python'],
     install_requires=requirements,
-    extras_require={'dev': dev_requirements, 'widget': ['ipywidgets>=8', 'markdown-it-py>=3'], 'quantize': ['bitsandbytes>=0.43']},
+    extras_require={'dev': dev_requirements, 'widget': ['ipywidgets>=8', 'markdown-it-py>=3', 'anywidget>=0.9'], 'quantize': ['bitsandbytes>=0.43']},
     entry_points={'console_scripts': cfg['console_scripts'].split(), 'nbdev': [f"{cfg['lib_path']}={cfg['lib_path']}._modidx:d"]},
     cmdclass={'build_py': BuildWithConnector}, zip_safe=False)
