@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import get_args
 
 from .engine import EngineError
-from .launch import ConnectorSettings, pack, read_config, serve, setup_logging
+from .launch import FILE_ONLY, ConnectorSettings, pack, read_config, serve, setup_logging
 
 log = logging.getLogger('fc_chatglm')
 
@@ -59,7 +59,7 @@ def parse(argv: list[str]) -> tuple[str, argparse.Namespace]:
     return 'serve', parser().parse_args(argv)
 
 # %% ../nbs/08a_cli.ipynb #4d968a55
-SETTABLE = tuple(ConnectorSettings.model_fields)  # the options config.json can set
+SETTABLE = tuple(k for k in ConnectorSettings.model_fields if k not in FILE_ONLY)  # the options config.json can set
 
 def settings(a: argparse.Namespace, # the parsed command line
              ) -> tuple[ConnectorSettings, str | None]:
@@ -79,4 +79,4 @@ def main(argv: list[str] | None = None) -> int:
     setup_logging(a.log_level)
     s, problem = settings(a)
     log.info('settings: %s', ', '.join(f'{k}={v}' for k, v in s.model_dump().items()))
-    return serve(s.load_options(demo=a.demo), a.connector, a.host, a.port, s.embedding, problem)
+    return serve(s.load_options(demo=a.demo), a.connector, a.host, a.port, s.embedding, problem, s.guard())
