@@ -192,13 +192,15 @@ class GuardMiddleware:
 
     async def _answer(self, scope, receive, send, extra):
         loop = asyncio.get_running_loop()
-        deadline, state = loop.time() + self.guard.body_timeout, {'body': False, 'late': False, 'started': False}
+        deadline = loop.time() + self.guard.body_timeout
+        state = {'body': False, 'late': False, 'started': False, 'gone': False}
         async def timed_receive():
             if state['body'] or state['late']: return await receive()
             try: message = await asyncio.wait_for(receive(), max(0.0, deadline - loop.time()))
             except asyncio.TimeoutError:
                 state['late'] = True
                 return {'type': 'http.disconnect'}
+            if message['type'] == 'http.disconnect': state['gone'] = True  # the client left before its body was whole
             if message['type'] != 'http.request' or not message.get('more_body', False): state['body'] = True
             return message
         async def guarded_send(message):
@@ -209,8 +211,8 @@ class GuardMiddleware:
                                      [(k.lower().encode('latin-1'), v.encode('latin-1')) for k, v in extra]}
             await send(message)
         try: await self.app(scope, timed_receive, guarded_send)
-        except Exception:
-            if not state['late']: raise
+        except Exception:  # what reading a body that never came raised (Starlette's ClientDisconnect): no one to answer
+            if not (state['late'] or state['gone']): raise
         if state['late'] and not state['started']: await send_answer(send, body_late(self.guard), close=True)
 
 # %% ../nbs/06b_guard.ipynb #6992ecd4
