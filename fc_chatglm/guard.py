@@ -28,9 +28,9 @@ class Guard:
     max_connections: int = 256  # connections open at once; one more is answered 503 and closed
 
     def at(self, host: str) -> 'Guard':
-        "This guard for a server listening on `host`: a specific address is also a name it answers to."
-        wild = host in ('', '0.0.0.0', '::') or is_loopback(host)
-        return self if wild else replace(self, hosts=self.hosts + (host,))
+        "This guard for a server listening on `host`: a specific address (127.0.0.2, a LAN address) is also a name it answers to."
+        if host in ('', '0.0.0.0', '::') or host.strip('[]').lower() in ('127.0.0.1', 'localhost', '::1'): return self
+        return replace(self, hosts=self.hosts + (host,))
 
 CONFIG_KEYS = {'allowed_origins': 'origins', 'allowed_hosts': 'hosts', 'api_key': 'api_key',
                'header_timeout': 'header_timeout', 'body_timeout': 'body_timeout', 'max_connections': 'max_connections'}
