@@ -132,18 +132,24 @@ class RescueHandler(BaseHTTPRequestHandler):
 
     def handle_one_request(self):
         "One request, whose headers must arrive within the guard's `header_timeout`."
-        self.lock, self.started, self.expired, self.extra = threading.Lock(), False, False, ()
+        self.lock, self.began, self.started, self.expired, self.extra = threading.Lock(), False, False, False, ()
         self.cut = threading.Timer(self.guard.header_timeout, self._headers_late)
         self.cut.daemon = True; self.cut.start()
         try: super().handle_one_request()
         finally: self.cut.cancel()
 
+    def parse_request(self) -> bool:  # called once the request line has arrived, to read the headers
+        self.began = True
+        return super().parse_request()
+
     def _headers_late(self):
         with self.lock:
             if self.started: return
             self.expired = True
-        try: self.connection.sendall(raw_answer(headers_late(self.guard))); self.connection.shutdown(socket.SHUT_RDWR)
-        except OSError: pass  # the blocked read returns, and the connection ends
+        try:  # a request under way is told why; an idle kept-alive connection is just closed
+            if self.began: self.connection.sendall(raw_answer(headers_late(self.guard)))
+            self.connection.shutdown(socket.SHUT_RDWR)  # the blocked read returns, and the connection ends
+        except OSError: pass
 
     def _send(self, status: int, body: object, media: str = 'application/json', headers=(), close: bool = False):
         data = (body if isinstance(body, str) else json.dumps(body, ensure_ascii=True)).encode('ascii')

@@ -253,7 +253,9 @@ def protocol(guard: Guard) -> type:
 
         def _late(self):
             self.timer = None
-            if self.cycle is None or self.cycle.response_complete: self._refuse(headers_late(guard))
+            if self.cycle is not None and not self.cycle.response_complete: return
+            if self.conn.trailing_data[0]: self._refuse(headers_late(guard))  # part of a request came: say why
+            elif not self.transport.is_closing(): self.transport.close()  # an idle connection: closed, as keep-alive does
 
         def _refuse(self, answer: Answer):
             if not self.transport.is_closing(): self.transport.write(raw_answer(answer)); self.transport.close()

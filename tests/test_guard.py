@@ -123,8 +123,8 @@ def test_half_open_connections_are_capped_then_released(base):
         time.sleep(0.2)
         busy = raw(base, b'')  # sending nothing: unread bytes would turn the server's close into a reset
         assert busy.startswith(b'HTTP/1.1 503') and b'max_connections' in busy, busy
-        closed = [s.recv(65536) for s in held]  # each is answered 408 and closed after header_timeout
-        assert all(c.startswith(b'HTTP/1.1 408') for c in closed), closed[:2]
+        closed = [s.recv(65536) for s in held]  # each, having sent nothing, is closed after header_timeout
+        assert closed == [b''] * len(held), closed[:2]
     finally:
         for s in held: s.close()
     time.sleep(0.2)
