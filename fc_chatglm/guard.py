@@ -145,9 +145,10 @@ def check(method: str, # the request's method
         return Answer(403, f'Host {hosts[0]!r} is not an address of this connector, which answers as 127.0.0.1:{port}, '
                            f'localhost:{port} or [::1]:{port}. A web page whose name points here (DNS rebinding) is refused; '
                            'to reach the connector under another name, add it to "allowed_hosts" in config.json.')
-    origin, site = (h.get('origin') or [None])[0], (h.get('sec-fetch-site') or [''])[0].strip().lower()
-    if (origin is not None or site not in ('', 'none', 'same-origin')) and not (origin and origin_allowed(origin, guard, port)):
-        sent = f'Origin {origin!r}' if origin is not None else f'Sec-Fetch-Site {site!r}'
+    origins, sites = h.get('origin', []), [s.strip().lower() for s in h.get('sec-fetch-site', [])]
+    origin = origins[0] if len(origins) == 1 else None  # a browser sends one; several are refused
+    if (origins or any(s not in ('none', 'same-origin') for s in sites)) and not (origin and origin_allowed(origin, guard, port)):
+        sent = f'Origin {origins[0]!r}' if origins else f'Sec-Fetch-Site {sites[0]!r}'
         return Answer(403, f'Requests from web pages are refused ({sent}). To let a page of your own call the connector, '
                            'add its origin (e.g. "http://localhost:5173") to "allowed_origins" in config.json.')
     cors = cors_headers(origin, guard) if origin else ()

@@ -18,7 +18,7 @@ from fc_chatglm.embed import Embeddings
 from fc_chatglm.engine import EngineError
 from fc_chatglm.launch import start_connector
 from fc_chatglm.load import LoadOptions, load_engine
-from fc_chatglm.server import ModelHost, app_stream, create_app, serve_in_thread
+from fc_chatglm.server import ModelHost, app_stream, create_app, open_socket, serve_in_thread
 
 MB = 2**20
 GREEDY = {'temperature': 0, 'maxResponseTokens': 24}
@@ -71,6 +71,8 @@ def test_killed_mid_stream_and_started_again_on_the_same_port():
     finally:
         proc.kill(); proc.wait()
     killed = time.time()
+    sock = open_socket('127.0.0.1', port)  # the port is free at once: the server's own bind (SO_REUSEADDR off on Windows)
+    sock.close()
     proc, again = start_connector('--demo', '--port', str(port))  # the app restarts it on the manifest's port
     try:
         listening = time.time() - killed
@@ -78,9 +80,9 @@ def test_killed_mid_stream_and_started_again_on_the_same_port():
         serving = wait_ready(again) + listening
         assert app_stream(again, '/chat/stream', body('hello'))[0][-1] == reference
         after = rss(proc.pid)
-        print(f'\nrestart on port {port}: listening {listening:.2f} s after the kill, ready {serving:.2f} s; '
-              f'RSS {before:.0f} MB before the kill, {after:.0f} MB after the restart')
-        assert listening < 30  # the port is free again at once (SO_REUSEADDR where the OS needs it)
+        print(f'\nrestart on port {port}: listening {listening:.2f} s after the kill (most of it importing torch and '
+              f'transformers), ready {serving:.2f} s; RSS {before:.0f} MB before the kill, {after:.0f} MB after the restart')
+        assert listening < 180  # generous: a loaded machine imports slowly
         assert after < before * 1.5 + 50
     finally:
         proc.kill(); proc.wait()
