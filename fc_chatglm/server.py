@@ -346,7 +346,8 @@ def open_socket(host: str, port: int) -> socket.socket:
 def serve_in_thread(app: FastAPI, host: str = '127.0.0.1', port: int = 0) -> tuple[uvicorn.Server, str]:
     "Run `app` with uvicorn on a background thread; return the server and its base URL."
     sock = open_socket(host, port)
-    server = uvicorn.Server(uvicorn.Config(app, log_level='warning', http=protocol(app.state.guard), lifespan='on'))
+    server = uvicorn.Server(uvicorn.Config(app, log_level='warning', http=protocol(getattr(app.state, 'guard', Guard())),
+                                           lifespan='on'))
     threading.Thread(target=server.run, kwargs={'sockets': [sock]}, daemon=True).start()
     while not server.started: time.sleep(0.01)
     return server, f'http://{host}:{sock.getsockname()[1]}'
