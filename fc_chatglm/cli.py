@@ -15,7 +15,7 @@ from typing import get_args
 
 from .check import check
 from .engine import EngineError
-from .launch import ConnectorSettings, pack, progress_bar, read_config, serve, setup_logging
+from .launch import FILE_ONLY, ConnectorSettings, pack, progress_bar, read_config, serve, setup_logging
 
 log = logging.getLogger('fc_chatglm')
 
@@ -85,7 +85,7 @@ def parse(argv: list[str]) -> tuple[str, argparse.Namespace]:
     return 'serve', parser().parse_args(argv)
 
 # %% ../nbs/08a_cli.ipynb #4d968a55
-SETTABLE = tuple(ConnectorSettings.model_fields)  # the options config.json can set
+SETTABLE = tuple(k for k in ConnectorSettings.model_fields if k not in FILE_ONLY)  # the options config.json can set
 
 def settings(a: argparse.Namespace, # the parsed command line
              ) -> tuple[ConnectorSettings, str | None]:
@@ -123,4 +123,4 @@ def main(argv: list[str] | None = None) -> int:
     setup_logging(a.log_level)
     s, problem = settings(a)
     log.info('settings: %s', ', '.join(f'{k}={v}' for k, v in s.model_dump().items()))
-    return serve(s.load_options(demo=a.demo), a.connector, a.host, a.port, s.embedding, problem, s.limits())
+    return serve(s.load_options(demo=a.demo), a.connector, a.host, a.port, s.embedding, problem, limits=s.limits(), guard=s.guard())

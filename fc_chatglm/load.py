@@ -20,7 +20,8 @@ import psutil
 import torch
 from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer, GenerationConfig, GlmForCausalLM
 
-from .chatglm2 import UnsupportedCheckpoint, glm_config, is_chatglm2_folder, load_chatglm2, read_chatglm2_config, swap_modules
+from .chatglm2 import (WEIGHT_INDEXES, UnsupportedCheckpoint, glm_config, index_shards, is_chatglm2_folder, load_chatglm2,
+                                 read_chatglm2_config, swap_modules)
 from .demo import DEMO_NOTE, load_demo
 from .decode import MODES
 from .engine import ChatFormat, EngineError, GLM3Format, GLMFormat, TransformersEngine, out_of_memory
@@ -171,6 +172,8 @@ def _eos_ids(folder: Path, tok) -> list[int]:
 
 def load_hf(folder: Path, device: str, dtype: torch.dtype, quantize: str | None = None) -> tuple[torch.nn.Module, TemplateFormat]:
     "Any causal LM with a chat template, and its format, through transformers' own classes (bitsandbytes if `quantize`)."
+    for index in WEIGHT_INDEXES:  # transformers reads the index itself: check its shard names first
+        if (folder/index).is_file(): index_shards(folder, index)
     tok = AutoTokenizer.from_pretrained(folder, trust_remote_code=False)
     fmt = TemplateFormat(tok, _eos_ids(folder, tok))
     if quantize:
@@ -236,9 +239,9 @@ class LoadOptions:
 # %% ../nbs/06_load.ipynb #5dc7608d
 def parameters(folder: Path, kind: str) -> int:
     "How many parameters the model in `folder` (of `kind`, 'chatglm2' or 'hf') has, counted from its config alone."
-    config = glm_config(read_chatglm2_config(folder), is_chatglm3(folder)) if kind == 'chatglm2' else AutoConfig.from_pretrained(folder)
+    config = glm_config(read_chatglm2_config(folder), is_chatglm3(folder)) if kind == 'chatglm2' else AutoConfig.from_pretrained(folder, trust_remote_code=False)
     with torch.device('meta'):  # shapes, no memory
-        model = GlmForCausalLM(config) if kind == 'chatglm2' else AutoModelForCausalLM.from_config(config)
+        model = GlmForCausalLM(config) if kind == 'chatglm2' else AutoModelForCausalLM.from_config(config, trust_remote_code=False)
     return sum(p.numel() for p in model.parameters())
 
 def half_dtype(kind: str) -> torch.dtype:

@@ -34,6 +34,7 @@ from starlette.requests import ClientDisconnect
 
 from .embed import MAX_CHARS, OFF, EmbedError, Embeddings
 from .engine import Engine, EngineError, Outcome
+from .guard import Guard, GuardMiddleware, protocol
 from .schemas import ChatRequest, Reply, TextRequest, describe_errors
 
 log = logging.getLogger('fc_chatglm')
@@ -337,6 +338,7 @@ def create_app(host: ModelHost, # the model, or its loading state
                on_start: Callable[[], None] | None = None, # run once the server starts (the launcher starts loading)
                embeddings: Embeddings | None = None, # the embedding model (loaded at its first request); None: off
                limits: Limits = Limits(), # request sizes, the queue's bound, a full reply's time
+               guard: Guard = Guard(), # who may call, and the time limits (`06b_guard`)
                ) -> FastAPI:
     "The connector's FastAPI app over `host`."
     worker, embeddings = Worker(), embeddings or Embeddings(OFF)
@@ -346,9 +348,10 @@ def create_app(host: ModelHost, # the model, or its loading state
         if on_start: on_start()
         yield
         worker.shutdown(); embedder.shutdown(wait=False, cancel_futures=True)
-    app = FastAPI(title='fc_chatglm', lifespan=lifespan,
+    app = FastAPI(title='fc_chatglm', lifespan=lifespan, docs_url=None, redoc_url=None,  # the interactive docs load scripts from a CDN
                   description='A Fantasy Copilot connector for ChatGLM2-6B and Hugging Face chat models')
-    app.state.host, app.state.worker, app.state.limits = host, worker, limits
+    app.add_middleware(GuardMiddleware, guard=guard)  # in front of every route, /health and unknown paths included
+    app.state.host, app.state.worker, app.state.limits, app.state.guard = host, worker, limits, guard
 
     async def admit(http: Request, model: type[TextRequest], feature: str) -> tuple[TextRequest, Job]:
         "The request, read and checked, and its job; a `Refusal` if it cannot be served now."
@@ -467,7 +470,8 @@ def open_socket(host: str, port: int) -> socket.socket:
 def serve_in_thread(app: FastAPI, host: str = '127.0.0.1', port: int = 0) -> tuple[uvicorn.Server, str]:
     "Run `app` with uvicorn on a background thread; return the server and its base URL."
     sock = open_socket(host, port)
-    server = uvicorn.Server(uvicorn.Config(app, log_level='warning', http='h11', lifespan='on'))
+    server = uvicorn.Server(uvicorn.Config(app, log_level='warning', http=protocol(getattr(app.state, 'guard', Guard())),
+                                           lifespan='on'))
     threading.Thread(target=server.run, kwargs={'sockets': [sock]}, daemon=True).start()
     while not server.started: time.sleep(0.01)
     return server, f'http://{host}:{sock.getsockname()[1]}'

@@ -1,0 +1,196 @@
+"""Issue 15's probes against a real `python -m fc_chatglm --demo` process: web pages, DNS rebinding,
+slow and half-open connections, a body that never comes, a LAN bind, the interactive docs. Each now
+gets a refusal; the app's own requests (PROTOCOL.md: its Host forms, chunked bodies, no Origin) pass."""
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+
+import httpx
+import pytest
+
+from fc_chatglm.launch import PROJECT, start_connector
+from fc_chatglm.server import app_stream
+
+LIMITS = {'header_timeout': 1, 'body_timeout': 1, 'max_connections': 16}
+
+
+def connector_folder(path, config: dict):
+    "A connector folder as the app unpacks it, with `config` as its config.json."
+    path.mkdir(parents=True, exist_ok=True)
+    shutil.copy(PROJECT / 'connector.json', path / 'connector.json')
+    (path / 'config.json').write_text(json.dumps({'embedding': 'off', **config}), encoding='utf-8')
+    return path
+
+
+@pytest.fixture(scope='module')
+def base(tmp_path_factory):
+    proc, url = start_connector('--demo', cwd=connector_folder(tmp_path_factory.mktemp('guard'), LIMITS))
+    deadline = time.time() + 120
+    while httpx.get(url + '/health').json()['status'] != 'ready':
+        assert time.time() < deadline, 'the demo model did not load'
+        time.sleep(0.1)
+    yield url
+    proc.kill(); proc.wait()
+
+
+def port(base: str) -> int: return int(base.rsplit(':', 1)[1])
+
+
+def raw(base: str, data: bytes, timeout: float = 30) -> bytes:
+    "Send `data` on a new connection; everything the server sends until it closes the connection."
+    with socket.create_connection(('127.0.0.1', port(base)), timeout=timeout) as s:
+        s.sendall(data)
+        out = b''
+        while d := s.recv(65536): out += d
+        return out
+
+
+BODY = json.dumps({'message': 'hi', 'settings': {'temperature': 0, 'maxResponseTokens': 8}})
+
+
+def test_a_web_page_cannot_make_the_model_work(base):
+    r = httpx.post(base + '/chat', content=BODY, headers={'Origin': 'http://evil.example', 'Content-Type': 'text/plain'})
+    assert r.status_code == 403 and 'allowed_origins' in r.json()['error'], r.text
+    form = httpx.post(base + '/text', data={'message': 'hi'}, headers={'Origin': 'http://evil.example'})
+    assert form.status_code == 403
+    nav = httpx.get(base + '/health', headers={'Sec-Fetch-Site': 'cross-site'})
+    assert nav.status_code == 403
+
+
+def test_a_cross_site_cancel_does_not_stop_another_clients_stream(base):
+    long = json.dumps({'message': 'hi', 'settings': {'temperature': 0, 'maxResponseTokens': 300}}).encode()
+    alone, done = app_stream(base, '/chat/stream', long)
+    assert done and alone
+    answers = []
+    def page_cancels(reply, sock):  # once the stream is under way, a web page posts the cancel
+        if len(answers) == 0 and len(reply) > 0:
+            answers.append(httpx.post(base + '/chat/stream/cancel', headers={'Origin': 'http://evil.example'}).status_code)
+    replies, done = app_stream(base, '/chat/stream', long, on_line=page_cancels)
+    assert answers == [403] and done and replies[-1] == alone[-1], (answers, replies[-1:], alone[-1:])
+
+
+def test_dns_rebinding_is_refused(base):
+    for path in ('/health', '/chat'):
+        r = httpx.request('GET' if path == '/health' else 'POST', base + path, content=None if path == '/health' else BODY,
+                          headers={'Host': f'evil.example:{port(base)}'})
+        assert r.status_code == 403 and 'DNS rebinding' in r.json()['error'], r.text
+    assert httpx.get(base + '/health', headers={'Host': f'127.0.0.1:{port(base) + 1}'}).status_code == 403
+
+
+def test_the_apps_own_requests_pass(base):
+    replies, done = app_stream(base, '/chat/stream', BODY.encode())  # Host: http://127.0.0.1:port, the whole base_url
+    assert done and replies
+    def chunks():  # the app's HttpClient sends full-reply bodies chunked, with no Content-Length
+        yield BODY[:10].encode(); yield BODY[10:].encode()
+    r = httpx.post(base + '/chat', content=chunks(), headers={'Content-Type': 'application/json; charset=utf-8'})
+    assert r.status_code == 200 and r.json()['isError'] is False, r.text
+    for host in (f'localhost:{port(base)}', f'127.0.0.1:{port(base)}'):
+        assert httpx.get(base + '/health', headers={'Host': host}).status_code == 200
+
+
+def test_the_interactive_docs_are_off(base):
+    for path in ('/docs', '/redoc'):
+        assert httpx.get(base + path).status_code == 404
+    schema = httpx.get(base + '/openapi.json').json()
+    assert '/chat' in schema['paths']
+
+
+def test_slow_headers_are_answered_and_closed(base):
+    start = time.time()
+    out = raw(base, f'POST /chat/stream HTTP/1.1\r\nHost: http://127.0.0.1:{port(base)}\r\nContent-'.encode())
+    assert out.startswith(b'HTTP/1.1 408') and b'header_timeout' in out, out
+    assert time.time() - start < 20
+
+
+def test_a_body_that_never_comes_does_not_hang_a_stream(base):
+    start = time.time()
+    out = raw(base, f'POST /chat/stream HTTP/1.1\r\nHost: http://127.0.0.1:{port(base)}\r\nContent-Type: application/json\r\n'
+                    f'Content-Length: {10**12}\r\n\r\n{{"message"'.encode())
+    status = int(out.split(b' ', 2)[1])
+    assert status in (408, 413), out  # 413 where a body cap refuses the declared length first
+    assert time.time() - start < 20
+    slow = raw(base, f'POST /text HTTP/1.1\r\nHost: 127.0.0.1:{port(base)}\r\nContent-Length: 100\r\n\r\n{{"mess'.encode())
+    assert slow.startswith(b'HTTP/1.1 408') and b'body_timeout' in slow, slow
+
+
+def test_half_open_connections_are_capped_then_released(base):
+    held = [socket.create_connection(('127.0.0.1', port(base)), timeout=10) for _ in range(LIMITS['max_connections'])]
+    try:
+        time.sleep(0.2)
+        busy = raw(base, b'')  # sending nothing: unread bytes would turn the server's close into a reset
+        assert busy.startswith(b'HTTP/1.1 503') and b'max_connections' in busy, busy
+        closed = [s.recv(65536) for s in held]  # each, having sent nothing, is closed after header_timeout
+        assert closed == [b''] * len(held), closed[:2]
+    finally:
+        for s in held: s.close()
+    time.sleep(0.2)
+    assert httpx.get(base + '/health').json()['status'] == 'ready'
+
+
+def test_a_lan_bind_needs_a_key(tmp_path):
+    folder = connector_folder(tmp_path / 'open', {})
+    env = {**os.environ, 'PYTHONPATH': str(PROJECT) + os.pathsep + os.environ.get('PYTHONPATH', '')}
+    r = subprocess.run([sys.executable, '-m', 'fc_chatglm', '--demo', '--host', '0.0.0.0', '--port', '0'], cwd=folder, env=env,
+                       capture_output=True, text=True, timeout=120)
+    assert r.returncode == 2 and 'will not listen on 0.0.0.0' in r.stderr and 'api_key' in r.stderr, (r.returncode, r.stderr[-500:])
+    keyed = connector_folder(tmp_path / 'keyed', {'api_key': 'correct horse'})
+    proc, url = start_connector('--demo', '--host', '0.0.0.0', cwd=keyed)
+    try:
+        url = url.replace('0.0.0.0', '127.0.0.1')
+        assert httpx.get(url + '/health').status_code == 401
+        assert httpx.get(url + '/health', headers={'Authorization': 'Bearer wrong'}).status_code == 401
+        assert httpx.get(url + '/health', headers={'Authorization': 'Bearer correct horse'}).status_code == 200
+    finally:
+        proc.kill(); proc.wait()
+
+
+def test_the_stand_in_server_refuses_a_huge_body_without_reading_it(tmp_path, monkeypatch):
+    shadow = tmp_path / 'shadow' / 'fastapi'
+    shadow.mkdir(parents=True)
+    (shadow / '__init__.py').write_text("raise ModuleNotFoundError(\"No module named 'fastapi'\", name='fastapi')\n")
+    monkeypatch.setenv('PYTHONPATH', str(shadow.parent))
+    proc, url = start_connector('--demo', cwd=connector_folder(tmp_path / 'c', LIMITS))
+    try:
+        for n in (10**12, 2 * 10**9):
+            out = raw(url, f'POST /chat HTTP/1.1\r\nHost: 127.0.0.1:{port(url)}\r\nContent-Length: {n}\r\n\r\n'.encode())
+            assert out.startswith(b'HTTP/1.1 413'), out
+        r = httpx.post(url + '/chat', content=BODY, headers={'Origin': 'http://evil.example'})
+        assert r.status_code == 403
+        assert httpx.post(url + '/chat', content=BODY).json()['isError'] is True
+        assert proc.poll() is None
+    finally:
+        proc.kill(); proc.wait()
+
+
+# The check itself, on generated headers (pure and fast: no server).
+from hypothesis import given, settings, strategies as st  # noqa: E402
+
+from fc_chatglm.guard import Guard, check, origin_allowed, split_host  # noqa: E402
+
+header_text = st.text(st.characters(min_codepoint=32, max_codepoint=255), max_size=60)
+names = st.sampled_from(['Host', 'host', 'Origin', 'Sec-Fetch-Site', 'Authorization', 'Content-Type', 'X-Other'])
+
+
+@settings(max_examples=2000, derandomize=True, deadline=None)
+@given(st.lists(st.tuples(names, header_text), max_size=6), st.sampled_from(['GET', 'POST', 'OPTIONS']))
+def test_the_check_never_fails_and_admits_only_this_machine(headers, method):
+    answer = check(method, '/chat', headers, Guard(), 8000)
+    if answer is None:  # admitted: one Host naming this machine on port 8000, no web page
+        hosts = [v for k, v in headers if k.lower() == 'host']
+        assert len(hosts) == 1 and split_host(hosts[0]) in {('127.0.0.1', 8000), ('localhost', 8000), ('::1', 8000)}, headers
+        origins = [v for k, v in headers if k.lower() == 'origin']
+        assert origins == [] or (len(origins) == 1 and origin_allowed(origins[0], Guard(), 8000)), headers  # only its own origin
+    else:
+        assert answer.status in (403, 204, 401) and answer.body() or answer.status == 204
+
+
+@settings(max_examples=500, derandomize=True, deadline=None)
+@given(st.sampled_from(['127.0.0.1', 'localhost', '[::1]']), st.booleans(), st.sampled_from([None, 'none', 'same-origin']))
+def test_the_apps_requests_always_pass(name, whole_url, site):
+    host = f'http://{name}:8000' if whole_url else f'{name}:8000'  # streams send the whole base_url (PROTOCOL.md)
+    headers = [('Host', host), ('Content-Type', 'application/json')] + ([('Sec-Fetch-Site', site)] if site else [])
+    assert check('POST', '/chat/stream', headers, Guard(), 8000) is None
