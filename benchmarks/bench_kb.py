@@ -55,7 +55,8 @@ def main(threshold: float, modes: list[str], device: str):
             f, u = retrieval(s[rows], holds[rows], threshold)
             fl, ul = retrieval(sl[rows], holds_long[rows], threshold)
             print(f'| {mode} | {lang} | {f:.0%} | {u:.1%} | {fl:.0%} | {ul:.1%} |')
-        timings.append(f'{mode}: {emb.name}, {len(q[0])} dimensions; load {t1 - t0:.1f} s, '
+        label = emb.name if emb.name.startswith(mode) else f'{mode}: {emb.name}'
+        timings.append(f'{label}, {len(q[0])} dimensions; load {t1 - t0:.1f} s, '
                        f'{len(questions) + len(passages) + len(longs)} texts embedded in {t2 - t1:.1f} s')
     print('\n' + '\n'.join(timings))
 

@@ -182,7 +182,7 @@ class Hybrid:
                  dims: int = LEXICAL_DIMS): # the lexical part's length
         if abs(sum(weights) - 1) > 1e-6 or min(weights) < 0: raise ValueError(f'weights {weights} must be >= 0 and sum to 1')
         self.model, self.weights, self.dims = model, weights, dims
-        self.name = f'{model.name} + lexical'
+        self.name = f'hybrid: {model.name} + lexical'  # what /health shows
 
     @property
     def dimensions(self) -> int: return self.model.dimensions + self.dims + 1
@@ -248,5 +248,5 @@ class Embeddings:
     def health(self) -> dict:
         "What /health says about embeddings."
         e = self.embedder
-        return {'status': self.status, 'mode': self.spec if self.spec in NAMES else 'folder', 'model': e.name if e else None, 'dimensions': e.dimensions if e else None,
+        return {'status': self.status, 'model': e.name if e else None, 'dimensions': e.dimensions if e else None,
                 'error': self.error}

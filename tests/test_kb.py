@@ -54,7 +54,7 @@ def test_a_folder_import_of_32_chunks_at_once_all_succeed(base):
     assert [r.status_code for r in replies] == [200] * len(texts), [(r.status_code, r.text[:200]) for r in replies if r.status_code != 200]
     vectors = [r.json()['embedding'] for r in replies]
     health = httpx.get(base + '/health').json()['embedding']
-    assert health['status'] == 'ready' and health['mode'] == 'hybrid', health
+    assert health['status'] == 'ready' and health['model'] == 'hybrid: all-MiniLM-L6-v2 + lexical', health
     assert {len(v) for v in vectors} == {health['dimensions']}, ({len(v) for v in vectors}, health)
     with httpx.Client() as client:  # each text again, alone: the same vector
         for i in (0, 1, 3, 4, 30, 31):

@@ -338,7 +338,7 @@ def test_embedding_rest_as_the_knowledge_base_calls_it(base):
     cos = lambda a, b: sum(x * y for x, y in zip(a, b))
     assert cos(vectors[0], vectors[1]) > 0.7 > cos(vectors[0], vectors[2]), (cos(vectors[0], vectors[1]), cos(vectors[0], vectors[2]))  # the app's threshold
     assert embed(base, texts[0]).json()['embedding'] == vectors[0]  # the same text, the same vector
-    assert httpx.get(base + '/health').json()['embedding'] == {'status': 'ready', 'mode': 'hybrid', 'model': 'all-MiniLM-L6-v2 + lexical',
+    assert httpx.get(base + '/health').json()['embedding'] == {'status': 'ready', 'model': 'hybrid: all-MiniLM-L6-v2 + lexical',
                                                                'dimensions': 2433, 'error': None}
 
 
