@@ -78,7 +78,7 @@ def to_transcript(
     history: list[Message], # the earlier messages, oldest first
     message: str, # the new user message
 ) -> str:
-    "The text the app's text completion sends for this conversation (PROTOCOL.md): tagged blocks, then the reply's slot."
+    "The text the app's text completion sends for this conversation (nbs/protocol.md): tagged blocks, then the reply's slot."
     tag = {role: t for t, role in TAGS.items()}
     blocks = [f'{tag[m.role]}: {m.content}' for m in history if m.content] + ([f'<|user|>: {message}'] if message else [])
     return '\n\n'.join(blocks + ['<|assistant|>: '])

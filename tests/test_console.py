@@ -1,6 +1,6 @@
 """Output that cannot kill the connector. The app reads the process's stdout and stderr through pipes, and on
 Windows Python writes to a pipe in the locale's code page (cp1252, cp936, ...): printing a character outside
-it raises UnicodeEncodeError, and the app never notices a connector that died (PROTOCOL.md). Started with
+it raises UnicodeEncodeError, and the app never notices a connector that died (nbs/protocol.md). Started with
 such an encoding, from a folder whose path is Chinese, with a model folder and errors quoting Chinese text,
 the real `python -m fc_chatglm` process starts, prints, answers, and is still running afterwards."""
 import json

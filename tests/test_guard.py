@@ -1,6 +1,6 @@
 """Issue 15's probes against a real `python -m fc_chatglm --demo` process: web pages, DNS rebinding,
 slow and half-open connections, a body that never comes, a LAN bind, the interactive docs. Each now
-gets a refusal; the app's own requests (PROTOCOL.md: its Host forms, chunked bodies, no Origin) pass."""
+gets a refusal; the app's own requests (nbs/protocol.md: its Host forms, chunked bodies, no Origin) pass."""
 import json
 import os
 import shutil
@@ -191,6 +191,6 @@ def test_the_check_never_fails_and_admits_only_this_machine(headers, method):
 @settings(max_examples=500, derandomize=True, deadline=None)
 @given(st.sampled_from(['127.0.0.1', 'localhost', '[::1]']), st.booleans(), st.sampled_from([None, 'none', 'same-origin']))
 def test_the_apps_requests_always_pass(name, whole_url, site):
-    host = f'http://{name}:8000' if whole_url else f'{name}:8000'  # streams send the whole base_url (PROTOCOL.md)
+    host = f'http://{name}:8000' if whole_url else f'{name}:8000'  # streams send the whole base_url (nbs/protocol.md)
     headers = [('Host', host), ('Content-Type', 'application/json')] + ([('Sec-Fetch-Site', site)] if site else [])
     assert check('POST', '/chat/stream', headers, Guard(), 8000) is None

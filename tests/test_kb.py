@@ -1,5 +1,5 @@
 """The knowledge base's embeddings as a folder import sends them: many files at once, so many requests at the same
-time, each the raw text of one chunk as a `text/plain; charset=utf-8` body with a Content-Length (PROTOCOL.md,
+time, each the raw text of one chunk as a `text/plain; charset=utf-8` body with a Content-Length (nbs/protocol.md,
 "Embedding"). A non-2xx answer fails that file's import, so every request must succeed, with the vector it would get
 alone, all of one length."""
 import threading

@@ -1,5 +1,5 @@
 """The connector as Fantasy Copilot meets it: a real `python -m fc_chatglm --demo` process, spoken to on
-raw sockets with hand-written HTTP/1.1 and read line by line the way the app reads (PROTOCOL.md): full
+raw sockets with hand-written HTTP/1.1 and read line by line the way the app reads (nbs/protocol.md): full
 replies sent chunked with no Content-Length as its HttpClient sends them, each stream read the way its
 skill reads it (the chat skill replaces the reply with each line, the text skill appends each line)."""
 import json
