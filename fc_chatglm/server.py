@@ -312,7 +312,10 @@ MAX_BODY = 4 * MAX_CHARS + 4  # bytes: any longer body holds more than MAX_CHARS
 
 def embed_failure(e: Exception) -> JSONResponse:
     "The reply to an embedding request that raised `e`: a status that tells the app it failed, and why."
-    if not isinstance(e, EmbedError):
+    if isinstance(e, ClientDisconnect):  # the client left mid-body (e.g. the app closed): nobody reads the answer
+        log.info('embedding: the client left before sending the whole text')
+        e = EmbedError('The client left before sending the whole text.', 400)
+    elif not isinstance(e, EmbedError):
         log.error('embedding failed', exc_info=e)
         e = EmbedError(f'The embedding model failed: {type(e).__name__}: {e}', 500)
     log.warning('embedding refused (%d): %s', e.status, e)
