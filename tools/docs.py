@@ -72,6 +72,7 @@ def process() -> tuple[Path, list[str]]:
     nbdev_sidebar.__wrapped__(path=cfg.nbs_path)
     cache = proc_nbs(cfg.nbs_path, n_workers=0, force=True)
     pages = yaml.safe_load((cfg.nbs_path/'sidebar.yml').read_text())['website']['sidebar']['contents']
+    pages += sorted(p.name for p in cfg.nbs_path.glob('*.md') if not p.name.startswith('_'))  # Quarto renders these too
     return cache, pages
 
 
@@ -81,6 +82,17 @@ def front_matter(nb) -> dict:
     first = nb.cells[0] if nb.cells else None
     if first is None or first.cell_type != 'raw' or not first.source.startswith('---'): return {}
     return yaml.safe_load(first.source.strip().strip('-')) or {}
+
+
+def read_page(path: Path):
+    "A processed notebook, or a Markdown page as a notebook of one Markdown cell (its YAML front matter as nbdev's raw cell)."
+    import nbformat
+    if path.suffix != '.md': return nbformat.read(path, as_version=4)
+    text = path.read_text(encoding='utf-8')
+    fm, body = ('', text)
+    if text.startswith('---'): _, fm, body = text.split('---', 2)
+    cells = ([nbformat.v4.new_raw_cell(f'---\n{fm.strip()}\n---')] if fm else []) + [nbformat.v4.new_markdown_cell(body.strip())]
+    return nbformat.v4.new_notebook(cells=cells)
 
 
 def render_with_nbconvert(cache: Path, pages: list[str], out: Path) -> list[str]:
@@ -93,7 +105,7 @@ def render_with_nbconvert(cache: Path, pages: list[str], out: Path) -> list[str]
     exporter = HTMLExporter(template_name='lab', exclude_input_prompt=True, exclude_output_prompt=True)
     nbs, names, failed = {}, {}, []
     for page in pages:
-        nb = nbformat.read(cache/page, as_version=4)
+        nb = read_page(cache/page)
         fm = front_matter(nb)
         nbs[page], names[page] = (nb, fm), fm.get('output-file', Path(page).stem + '.html')
     nav = ''.join(f'<a href="{names[p]}" data-page="{names[p]}">{html.escape(nbs[p][1].get("title", Path(p).stem))}</a>' for p in pages)
@@ -134,10 +146,24 @@ def rewrite_links(page: str, names: dict[str, str], site_url: str = '') -> str:
         attr, url = m[1], m[2]
         if urlsplit(url).scheme or url.startswith('#'): return m[0]
         path, _, frag = url.partition('#')
-        if path.endswith('.ipynb') and Path(path).name in names: path = names[Path(path).name]
+        if path.endswith(('.ipynb', '.md')) and Path(path).name in names: path = names[Path(path).name]
         if path.startswith('../'): path = path[3:]
         return f'{attr}="{path}{"#" + frag if frag else ""}"'
     return re.sub(r'\b(href|src)="([^"]*)"', fix, page)
+
+
+def method_anchors(site: Path):
+    "Point links to a method's anchor (`page.html#cls.method`), which nbdev makes but only an own `show_doc` fills, at its class."
+    ids = {p: set(re.findall(r'\bid="([^"]+)"', p.read_text(encoding='utf-8'))) for p in site.rglob('*.html')}
+    for p in ids:
+        def fix(m):
+            path, frag = m[2], m[3]
+            target = (p.parent/unquote(path)).resolve() if path else p
+            if frag in ids.get(target, {frag}) or frag.rsplit('.', 1)[0] not in ids.get(target, set()): return m[0]
+            return f'{m[1]}="{path}#{frag.rsplit(".", 1)[0]}"'
+        text = p.read_text(encoding='utf-8')
+        new = re.sub(r'\b(href)="([^"#:]*)#([\w-]+\.[\w.]+)"', fix, text)
+        if new != text: p.write_text(new, encoding='utf-8')
 
 
 def check_links(site: Path) -> tuple[int, list[str]]:
@@ -186,7 +212,7 @@ def main():
     from nbdev.config import get_config
     out = get_config().doc_path
     cache, pages = process()
-    print(f'processed {len(pages)} notebooks in {time.monotonic() - t0:.0f} s')
+    print(f'processed {len(pages)} notebooks and pages in {time.monotonic() - t0:.0f} s')
     if shutil.which('quarto'):
         subprocess.run(['quarto', 'render', str(cache), '--no-cache'], check=True)
         shutil.rmtree(out, ignore_errors=True)
@@ -196,6 +222,7 @@ def main():
         print('Quarto is not installed: rendering the processed notebooks with nbconvert')
         shutil.rmtree(out, ignore_errors=True); out.mkdir(parents=True)
         failed = render_with_nbconvert(cache, pages, out)
+        method_anchors(out)
     for folder in SITE_FILES:
         if (ROOT/folder).exists(): shutil.copytree(ROOT/folder, out/folder, dirs_exist_ok=True)
     checked, broken = check_links(out)
