@@ -27,8 +27,9 @@ from starlette.requests import ClientDisconnect
 
 from .embed import OFF, EmbedError
 from .engine import EngineError, Outcome
+from .history import EmptyMessage
 from .schemas import ChatRequest, Message, Settings, TextRequest
-from .server import LINE_INTERVAL, Inbox, Job, Limits, hang_up, read_capped, log
+from .server import LINE_INTERVAL, Inbox, Job, Limits, body_schema, hang_up, log, read_capped
 
 # %% ../nbs/07a_openai_api.ipynb #86b13eae
 class ApiError(Exception):
@@ -58,7 +59,7 @@ UNSUPPORTED = {  # a parameter -> the values that are served (anything else is r
     'logit_bias': (None, {}), 'tools': (None, []), 'tool_choice': (None, 'none'), 'functions': (None, []),
     'function_call': (None, 'none'), 'suffix': (None, ''), 'audio': (None,), 'modalities': (None, ['text']),
     'prediction': (None,), 'reasoning_effort': (None,), 'web_search_options': (None,),
-    'response_format': (None, {'type': 'text'})}
+    'response_format': (None, {'type': 'text'}), 'dimensions': (None,)}
 
 class Body(BaseModel):
     "What the OpenAI routes read; anything else is checked by `check_extras`."
@@ -107,7 +108,7 @@ class StreamOptions(BaseModel):
 class Sampling(Body):
     "What chat and text completions share."
     temperature: Annotated[float, Field(ge=0, le=2)] | None = None
-    top_p: Annotated[float, Field(gt=0, le=1)] | None = None
+    top_p: Annotated[float, Field(ge=0, le=1)] | None = None
     max_tokens: Annotated[int, Field(ge=1)] | None = None
     stop: str | Annotated[list[str], Field(max_length=4)] | None = None
     seed: int | None = None
@@ -121,8 +122,9 @@ class Sampling(Body):
         return [s for s in ([self.stop] if isinstance(self.stop, str) else self.stop or []) if s]
 
     def settings(self, max_tokens: int | None) -> Settings:
-        "The engine's `Settings` (OpenAI's defaults: temperature 1, top_p 1); `max_tokens` None leaves the placeholder."
-        return Settings(temperature=1.0 if self.temperature is None else self.temperature, top_p=self.top_p or 0,
+        "The engine's `Settings` (OpenAI's defaults: temperature 1, top_p 1; top_p 0 keeps the likeliest token: greedy); `max_tokens` None leaves the placeholder."
+        greedy = self.top_p == 0  # the app's topP 0 means "not set": OpenAI's means a nucleus of one token
+        return Settings(temperature=0 if greedy else 1.0 if self.temperature is None else self.temperature, top_p=self.top_p or 0,
                         max_response_tokens=max_tokens or 1, frequency_penalty=self.frequency_penalty or 0,
                         presence_penalty=self.presence_penalty or 0)
 
@@ -152,7 +154,6 @@ class EmbedBody(Body):
     "A `POST /v1/embeddings` body."
     input: str | Annotated[list[str], Field(min_length=1, max_length=2048)]
     encoding_format: Literal['float', 'base64'] = 'float'
-    dimensions: None = None  # a shorter vector is not served: the field is read only to refuse it by name
 
 # %% ../nbs/07a_openai_api.ipynb #5b1932a6
 def first_param(e: ValidationError) -> str:
@@ -228,6 +229,7 @@ class Run:
                  'together.', 'max_tokens', 'context_length_exceeded')
         if hasattr(engine, 'prompt_ids'):
             try: ids, _ = engine.prompt_ids(request, 1 if self.fit else s.max_response_tokens)
+            except EmptyMessage as e: raise ApiError(400, str(e), None, 'empty_message') from None
             except EngineError as e: raise ApiError(400, str(e), None, 'context_length_exceeded') from None
             if self.fit: request = request.model_copy(update={'settings': s.model_copy(update={'max_response_tokens': max(1, window - len(ids))})})
         elif self.fit: request = request.model_copy(update={'settings': s.model_copy(update={'max_response_tokens': 800})})
@@ -353,12 +355,12 @@ def add_openai(app: FastAPI, # an app from `create_app`: its state holds the hos
                 job.cancel.set(); worker.streams.discard(job)
         return StreamingResponse(events(), media_type='text/event-stream', headers={'Cache-Control': 'no-cache'})
 
-    @app.post('/v1/chat/completions')
+    @app.post('/v1/chat/completions', openapi_extra=body_schema(ChatBody))
     async def chat_completions(http: Request) -> Response:
         "OpenAI's chat completion: the messages through the model's own prompt format; whole, or streamed as server-sent events."
         return await complete(http, ChatBody, chat=True)
 
-    @app.post('/v1/completions')
+    @app.post('/v1/completions', openapi_extra=body_schema(TextBody))
     async def completions(http: Request) -> Response:
         "OpenAI's (legacy) text completion of one prompt."
         return await complete(http, TextBody, chat=False)
@@ -371,7 +373,7 @@ def add_openai(app: FastAPI, # an app from `create_app`: its state holds the hos
         if not ids and (why := host.unavailable()): return ApiError(503, why, None, 'model_not_ready').response()
         return JSONResponse({'object': 'list', 'data': [{'id': i, 'object': 'model', 'created': now, 'owned_by': 'fc_chatglm'} for i in ids]})
 
-    @app.post('/v1/embeddings')
+    @app.post('/v1/embeddings', openapi_extra=body_schema(EmbedBody))
     async def embeddings_route(http: Request) -> Response:
         "OpenAI's embeddings: one string or a list, as floats or base64 of little-endian float32."
         try:
