@@ -239,8 +239,8 @@ class Run:
             if out: on_text(out)
         if self.seed is None: outcome = engine.generate(request, cancel, text)
         else:
-            device = getattr(getattr(engine, 'model', None), 'device', torch.device('cpu'))
-            with torch.random.fork_rng(devices=[device] if device.type == 'cuda' else []):
+            gpus = list(range(torch.cuda.device_count())) if torch.cuda.is_initialized() else []  # every GPU: a split model's logits may be on any
+            with torch.random.fork_rng(devices=gpus):
                 torch.manual_seed(self.seed)
                 outcome = engine.generate(request, cancel, text)
         if not self.stops.hit and (rest := self.stops.flush()): on_text(rest)
