@@ -29,6 +29,7 @@ from .embed import DEFAULT, NAMES, Embeddings
 from .engine import EngineError
 from .guard import Guard, bind_problem, protocol
 from .load import LoadOptions, check_folder, load_engine
+from .openai_api import add_openai
 from .schemas import describe_errors
 from .server import ROUTES, Limits, ModelHost, create_app, open_socket
 
@@ -168,8 +169,8 @@ def serve(opts: LoadOptions, # what model to load
     model_host, embeddings = ModelHost(), Embeddings(embedding, opts.device)
     if problem:
         log.error('%s', problem); model_host.failed(problem); embeddings.failed(problem)
-    app = create_app(model_host, manifest_routes(m), on_start=None if problem else lambda: start_loading(model_host, opts),
-                     embeddings=embeddings, limits=limits, guard=guard)
+    app = add_openai(create_app(model_host, manifest_routes(m), on_start=None if problem else lambda: start_loading(model_host, opts),
+                     embeddings=embeddings, limits=limits, guard=guard))  # and the OpenAI API under /v1 (`07a_openai_api`)
     bound = sock.getsockname()
     print(f'fc_chatglm: listening on http://{host}:{bound[1]} (model: {"demo" if opts.demo else opts.model})', flush=True)
     uvicorn.Server(uvicorn.Config(app, http=protocol(guard), log_level='warning', lifespan='on')).run(sockets=[sock])

@@ -355,6 +355,7 @@ def create_app(host: ModelHost, # the model, or its loading state
                   description='A Fantasy Copilot connector for ChatGLM2-6B and Hugging Face chat models')
     app.add_middleware(GuardMiddleware, guard=guard)  # in front of every route, /health and unknown paths included
     app.state.host, app.state.worker, app.state.limits, app.state.guard = host, worker, limits, guard
+    app.state.embeddings, app.state.embedder = embeddings, embedder  # for routes added later (`07a_openai_api`)
 
     async def admit(http: Request, model: type[TextRequest], feature: str) -> tuple[TextRequest, Job]:
         "The request, read and checked, and its job; a `Refusal` if it cannot be served now."
