@@ -102,6 +102,7 @@ class ChatMessage(BaseModel):
 
 # %% ../nbs/07a_openai_api.ipynb #36687b65
 class StreamOptions(BaseModel):
+    "A stream's options: only `include_usage` (a last chunk with the usage) is read."
     model_config = ConfigDict(extra='forbid')
     include_usage: bool = False
 
