@@ -5,10 +5,8 @@ answered correctly, and the server's memory (RSS, psutil) is back where it was: 
 (`pytest -s tests/test_faults.py`)."""
 import json
 import socket
-import tempfile
 import threading
 import time
-from pathlib import Path
 
 import httpx
 import psutil

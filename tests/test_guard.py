@@ -12,6 +12,7 @@ import time
 import httpx
 import pytest
 
+from conftest import ready_connector
 from fc_chatglm.launch import PROJECT, start_connector
 from fc_chatglm.server import app_stream
 
@@ -28,13 +29,7 @@ def connector_folder(path, config: dict):
 
 @pytest.fixture(scope='module')
 def base(tmp_path_factory):
-    proc, url = start_connector('--demo', cwd=connector_folder(tmp_path_factory.mktemp('guard'), LIMITS))
-    deadline = time.time() + 120
-    while httpx.get(url + '/health').json()['status'] != 'ready':
-        assert time.time() < deadline, 'the demo model did not load'
-        time.sleep(0.1)
-    yield url
-    proc.kill(); proc.wait()
+    with ready_connector('--demo', cwd=connector_folder(tmp_path_factory.mktemp('guard'), LIMITS)) as url: yield url
 
 
 def port(base: str) -> int: return int(base.rsplit(':', 1)[1])

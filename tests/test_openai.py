@@ -10,21 +10,14 @@ import httpx
 import openai
 import pytest
 
-from fc_chatglm.launch import start_connector
+from conftest import ready_connector
 
 HELLO = [{'role': 'system', 'content': 'Be brief.'}, {'role': 'user', 'content': '你好'}]
 
 
 @pytest.fixture(scope='module')
 def base():
-    proc, url = start_connector('--demo')
-    deadline = time.time() + 120
-    while httpx.get(url + '/health').json()['status'] != 'ready':
-        assert time.time() < deadline, 'the demo model did not load'
-        time.sleep(0.1)
-    yield url
-    proc.kill()
-    proc.wait()
+    with ready_connector('--demo') as url: yield url
 
 
 @pytest.fixture

@@ -15,7 +15,8 @@ import httpx
 import psutil
 import pytest
 
-from fc_chatglm.launch import PROJECT, start_connector
+from conftest import ready_connector
+from fc_chatglm.launch import PROJECT
 from fc_chatglm.server import app_stream
 
 LONG = {'temperature': 0, 'maxResponseTokens': 1500}
@@ -25,14 +26,7 @@ QUICK_CHAT = {'temperature': 0, 'maxResponseTokens': 600, 'topP': 0, 'frequencyP
 
 @pytest.fixture(scope='module')
 def base():
-    proc, url = start_connector('--demo')
-    deadline = time.time() + 120
-    while httpx.get(url + '/health').json()['status'] != 'ready':
-        assert time.time() < deadline, 'the demo model did not load'
-        time.sleep(0.1)
-    yield url
-    proc.kill()
-    proc.wait()
+    with ready_connector('--demo') as url: yield url
 
 
 def body(message, settings=None, history=None, ascii_only=True) -> bytes:
