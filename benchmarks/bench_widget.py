@@ -15,39 +15,12 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]/'tests'))
-from jupyter_page import chromium, jupyter, open_notebook, run_cell, why_no_browser  # noqa: E402
+from jupyter_page import SCRIPTED, chromium, jupyter, open_notebook, run_cell, why_no_browser  # noqa: E402
 
-SETUP = '''import time
-from fc_chatglm.engine import Outcome
+SETUP = SCRIPTED + '''
 from fc_chatglm.widget import ChatWidget
-REPLY = """A function and its cost:
-
-```python
-def count_words(text: str) -> dict[str, int]:
-    counts = {}
-    for word in text.lower().split():
-        counts[word] = counts.get(word, 0) + 1
-    return counts
-```
-
-| words | time |
-|---:|---:|
-| 1,000 | 0.1 ms |
-| 1,000,000 | 95 ms |
-
-- it is **linear** in the text's length;
-- each word is looked up once;
-- a `Counter` does the same in one line.
-
-That is all there is to it: split, then count."""
-class Fixed:
-    name = 'fixed reply'
-    def generate(self, request, cancel, on_text):
-        t0 = time.perf_counter()
-        for i in range(0, len(REPLY), 4): on_text(REPLY[i:i + 4]); time.sleep(0.02)
-        return Outcome(REPLY, 'stop', tokens=len(REPLY) // 4, seconds=time.perf_counter() - t0)
 def chat_with(rounds):
-    w = ChatWidget(Fixed())
+    w = ChatWidget(Scripted(0.02, 0.02))
     for i in range(rounds): w.transcript.ask(f'Question {i}?'); w.transcript.answer(f'Question {i}?', REPLY)
     w._draw()
     return w'''

@@ -26,6 +26,43 @@ CHROMIUM_ARGS = ['--headless=new', '--no-sandbox', '--disable-gpu', '--disable-q
                  '--disable-default-apps', '--disable-dev-shm-usage', '--disable-features=Translate,MediaRouter']
 
 
+# Kernel code for a notebook cell: a scripted engine whose Markdown reply (code, a table) streams a few
+# characters at a time through the real widget. The demo model's replies are noise; this shows what a
+# real reply looks like, and is labelled as scripted wherever it is shown.
+SCRIPTED = '''import time
+from fc_chatglm.engine import Outcome
+
+REPLY = """Here is a function that counts words, and how long it takes:
+
+```python
+def count_words(text: str) -> dict[str, int]:
+    counts = {}
+    for word in text.lower().split():
+        counts[word] = counts.get(word, 0) + 1
+    return counts
+```
+
+| words | time |
+|---:|---:|
+| 1,000 | 0.1 ms |
+| 1,000,000 | 95 ms |
+
+It is **linear** in the length of the text: each word is looked up once."""
+
+class Scripted:
+    "Not a model: streams REPLY, written in advance, a few characters at a time, to show how a Markdown reply looks."
+    name = 'a scripted reply (not a model), to show the Markdown'
+    def __init__(self, first=0.04, then=0.005): self.first, self.then = first, then  # seconds between pieces
+    def generate(self, request, cancel, on_text):
+        t0, n = time.perf_counter(), 0
+        pause = self.then if request.history else self.first
+        for i in range(0, len(REPLY), 4):
+            if cancel.is_set(): return Outcome(REPLY[:i], 'cancelled', tokens=n, seconds=time.perf_counter() - t0)
+            on_text(REPLY[i:i + 4]); n += 1; time.sleep(pause)
+        return Outcome(REPLY, 'stop', tokens=n, seconds=time.perf_counter() - t0)
+'''
+
+
 def find_chromium() -> str | None:
     "The path of a Chromium to drive, or None: $CHROMIUM, else Debian's /usr/bin/chromium, else one on the PATH."
     for cand in (os.environ.get('CHROMIUM'), '/usr/bin/chromium', shutil.which('chromium'), shutil.which('chromium-browser')):

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from jupyter_page import chromium, jupyter, open_notebook, run_cell, why_no_browser
+from jupyter_page import SCRIPTED, chromium, jupyter, open_notebook, run_cell, why_no_browser
 
 MISSING = why_no_browser()
 if MISSING and os.environ.get('CI') == 'true':  # .ci/run installs everything: there a skip would hide a broken setup
@@ -20,43 +20,14 @@ if MISSING and os.environ.get('CI') == 'true':  # .ci/run installs everything: t
 pytestmark = pytest.mark.skipif(MISSING is not None, reason=f'no browser test: {MISSING}')
 if MISSING is None: from playwright.sync_api import expect
 
-SETUP = '''import time
+SETUP = SCRIPTED + '''
 from pathlib import Path
-from fc_chatglm.engine import Outcome
 from fc_chatglm.load import load_engine
 from fc_chatglm.widget import ChatWidget, chat
 
 def slowly(opts, progress):  # a loader that takes its time, as a 6B model does: the progress bar must be seen
     for i in range(3): progress(i / 4, f'step {i + 1} of 4'); time.sleep(1)
-    return load_engine(opts, progress)
-
-REPLY = """Here is a function that counts words, and how long it takes:
-
-```python
-def count_words(text: str) -> dict[str, int]:
-    counts = {}
-    for word in text.lower().split():
-        counts[word] = counts.get(word, 0) + 1
-    return counts
-```
-
-| words | time |
-|---:|---:|
-| 1,000 | 0.1 ms |
-| 1,000,000 | 95 ms |
-
-It is **linear** in the length of the text: each word is looked up once."""
-
-class Scripted:
-    "Not a model: streams REPLY, written in advance, a few characters at a time, to show how a Markdown reply looks."
-    name = 'a scripted reply (not a model), to show the Markdown'
-    def generate(self, request, cancel, on_text):
-        t0, n = time.perf_counter(), 0
-        pause = 0.04 if not request.history else 0.005  # the first reply slowly: the picture catches it mid-stream
-        for i in range(0, len(REPLY), 4):
-            if cancel.is_set(): return Outcome(REPLY[:i], 'cancelled', tokens=n, seconds=time.perf_counter() - t0)
-            on_text(REPLY[i:i + 4]); n += 1; time.sleep(pause)
-        return Outcome(REPLY, 'stop', tokens=n, seconds=time.perf_counter() - t0)'''
+    return load_engine(opts, progress)'''
 DEMO = "w = chat(demo=True, demo_dir=Path('demo'), loader=slowly)\nw"
 SCRIPTED = "s = ChatWidget(Scripted())\ns"
 NB7 = "w = chat(demo=True, demo_dir=Path('demo'))\nw"
