@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import get_args
 
 from .check import check
-from .engine import EngineError
+from .schemas import UserError
 from .launch import FILE_ONLY, ConnectorSettings, pack, progress_bar, read_config, serve, setup_logging
 
 log = logging.getLogger('fc_chatglm')
@@ -93,7 +93,7 @@ def settings(a: argparse.Namespace, # the parsed command line
     path, problem, base = a.config or Path('config.json'), None, ConnectorSettings()
     if a.config or path.is_file():
         try: base = read_config(path)
-        except EngineError as e: problem = str(e)
+        except UserError as e: problem = str(e)
     return base.model_copy(update={k: getattr(a, k) for k in SETTABLE if getattr(a, k) is not None}), problem
 
 # %% ../nbs/08a_cli.ipynb #fe631b91
@@ -110,7 +110,7 @@ def run_pack(a: argparse.Namespace) -> int:
     try:
         model = model_to_pack(a)
         out = pack(a.out, a.config, model, progress_bar() if model is not None else None)
-    except EngineError as e:
+    except UserError as e:
         print(f'fc_chatglm pack: {e}', file=sys.stderr); return 1
     print(f'wrote {out} ({out.stat().st_size / 1e6:.1f} MB{", with the model in model/" if model is not None else ""})')
     return 0

@@ -13,7 +13,7 @@ import torch
 from transformers import GlmConfig, GlmForCausalLM
 
 from .chatglm2 import load_chatglm2, save_chatglm2
-from .tokenizer import ChatGLM2Tokenizer, train_sentencepiece
+from .tokenizer import ChatGLMTokenizer, train_sentencepiece
 
 # %% ../nbs/04_demo.ipynb #b207eee6
 DEMO_CORPUS = '''\
@@ -51,7 +51,7 @@ def build_demo(folder: Path, # where to write the checkpoint (created if missing
     "Write a tiny ChatGLM2 checkpoint in the published layout, with its tokenizer, to `folder`."
     folder = Path(folder); folder.mkdir(parents=True, exist_ok=True)
     train_sentencepiece(folder/'tokenizer.model', DEMO_CORPUS, vocab_size=600, seed=seed)
-    tok = ChatGLM2Tokenizer(folder/'tokenizer.model')
+    tok = ChatGLMTokenizer(folder/'tokenizer.model')
     torch.manual_seed(seed)
     model = GlmForCausalLM(demo_config(tok.vocab_size)).eval()
     save_chatglm2(model, folder, layout='sharded', shards=2, dtype=torch.float32)
@@ -62,8 +62,8 @@ def build_demo(folder: Path, # where to write the checkpoint (created if missing
 def load_demo(folder: Path, # a folder for the demo's files (built there if missing)
               seed: int = 0, # the seed used when building
               device: str = 'cpu', # where to put the model
-              ) -> tuple[GlmForCausalLM, ChatGLM2Tokenizer]:
+              ) -> tuple[GlmForCausalLM, ChatGLMTokenizer]:
     "The demo model and tokenizer, built in `folder` if needed and loaded like a real checkpoint."
     folder = Path(folder)
     if not (folder/'DEMO.md').exists(): build_demo(folder, seed)
-    return load_chatglm2(folder, device=device, dtype=torch.float32), ChatGLM2Tokenizer.from_folder(folder)
+    return load_chatglm2(folder, device=device, dtype=torch.float32), ChatGLMTokenizer.from_folder(folder)

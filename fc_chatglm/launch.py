@@ -26,11 +26,10 @@ from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError
 
 from .chatglm2 import weight_files
 from .embed import DEFAULT, NAMES, Embeddings
-from .engine import EngineError
 from .guard import Guard, bind_problem, protocol
 from .load import LoadOptions, check_folder, load_engine
 from .openai_api import add_openai
-from .schemas import describe_errors
+from .schemas import UserError, describe_errors
 from .server import ROUTES, Limits, ModelHost, create_app, open_socket
 
 log = logging.getLogger('fc_chatglm')
@@ -41,10 +40,10 @@ PROJECT = Path(__file__).resolve().parent.parent if '__file__' in globals() else
 def read_manifest(path: Path) -> dict:
     "The connector manifest at `path`, checked for what the server needs."
     try: m = json.loads(Path(path).read_text(encoding='utf-8-sig'))  # -sig: Notepad may have saved a BOM
-    except FileNotFoundError: raise EngineError(f'{path} is missing: start fc_chatglm from the connector folder, or pass --connector.') from None
-    except json.JSONDecodeError as e: raise EngineError(f'{path} is not valid JSON: {e}') from None
+    except FileNotFoundError: raise UserError(f'{path} is missing: start fc_chatglm from the connector folder, or pass --connector.') from None
+    except json.JSONDecodeError as e: raise UserError(f'{path} is not valid JSON: {e}') from None
     for key in ('id', 'name', 'base_url'):
-        if not m.get(key): raise EngineError(f'{path} has no "{key}", which Fantasy Copilot requires.')
+        if not m.get(key): raise UserError(f'{path} has no "{key}", which Fantasy Copilot requires.')
     return m
 
 def manifest_routes(m: dict) -> dict[str, str]:
@@ -55,7 +54,7 @@ def manifest_routes(m: dict) -> dict[str, str]:
 def manifest_address(m: dict) -> tuple[str, int]:
     "The host and port of the manifest's `base_url`."
     u = urlparse(m['base_url'])
-    if u.scheme not in ('http', 'https') or not u.hostname: raise EngineError(f'base_url {m["base_url"]!r} is not an http URL.')
+    if u.scheme not in ('http', 'https') or not u.hostname: raise UserError(f'base_url {m["base_url"]!r} is not an http URL.')
     return u.hostname, u.port or (443 if u.scheme == 'https' else 80)
 
 # %% ../nbs/08_launch.ipynb #71fb042a
@@ -103,19 +102,19 @@ CONFIG_HELP = ('Fix it and restart the connector (in Fantasy Copilot, the connec
 
 def read_config(path: Path, # config.json
                 ) -> ConnectorSettings:
-    "The settings in `path`, with relative paths made relative to its folder; an `EngineError` naming what is wrong."
+    "The settings in `path`, with relative paths made relative to its folder; a `UserError` naming what is wrong."
     path = Path(path)
     try: raw = json.loads(path.read_text(encoding='utf-8-sig'))
-    except FileNotFoundError: raise EngineError(f'{path} does not exist.') from None
+    except FileNotFoundError: raise UserError(f'{path} does not exist.') from None
     except json.JSONDecodeError as e:
         hint = f' {WINDOWS_PATHS}' if 'escape' in e.msg else ''
-        raise EngineError(f'{path} is not valid JSON: {e}.{hint} {CONFIG_HELP}') from None
-    if not isinstance(raw, dict): raise EngineError(f'{path} must hold a JSON object ({{"key": value, ...}}). {CONFIG_HELP}')
+        raise UserError(f'{path} is not valid JSON: {e}.{hint} {CONFIG_HELP}') from None
+    if not isinstance(raw, dict): raise UserError(f'{path} must hold a JSON object ({{"key": value, ...}}). {CONFIG_HELP}')
     try: s = ConnectorSettings.model_validate(raw)
-    except ValidationError as e: raise EngineError(f'{path}: {describe_errors(e.errors())}. {CONFIG_HELP}') from None
+    except ValidationError as e: raise UserError(f'{path}: {describe_errors(e.errors())}. {CONFIG_HELP}') from None
     for key in ('model', 'embedding'):  # "C:\new\tables" is valid JSON, with a newline and a tab in it
         if any(ord(c) < 32 for c in getattr(s, key)):
-            raise EngineError(f'{path}: {key} {getattr(s, key)!r} holds a control character, because a single backslash '
+            raise UserError(f'{path}: {key} {getattr(s, key)!r} holds a control character, because a single backslash '
                               f'starts an escape in JSON (\\n, \\t). {WINDOWS_PATHS} {CONFIG_HELP}')
     here = lambda p: p if Path(p).is_absolute() else str(path.resolve().parent/p)  # absolute: clearer in messages
     return s.model_copy(update={'model': here(s.model),
@@ -129,7 +128,7 @@ def start_loading(host: ModelHost, opts: LoadOptions) -> threading.Thread:
         log.info('loading: %3.0f%% %s', 100 * fraction, detail)
     def run():
         try: engine = load_engine(opts, progress)
-        except EngineError as e: host.failed(str(e)); log.error('%s', e); return
+        except UserError as e: host.failed(str(e)); log.error('%s', e); return
         except Exception as e:
             host.failed(f'{type(e).__name__}: {e}'); log.exception('loading failed'); return
         host.ready(engine); log.info('model ready: %s', engine.name)
@@ -160,9 +159,9 @@ def serve(opts: LoadOptions, # what model to load
         m = read_manifest(connector)
         mhost, mport = manifest_address(m)
         host, port = host or mhost, mport if port is None else port
-        if (why := bind_problem(host, guard)): raise EngineError(why)
+        if (why := bind_problem(host, guard)): raise UserError(why)
         sock = open_socket(host, port)
-    except EngineError as e:
+    except UserError as e:
         print(f'fc_chatglm: {e}', file=sys.stderr, flush=True); return 2
     guard = guard.at(host)
     if guard.hosts: log.warning('listening on %s: every request must carry the api_key; accepted Host names: %s', host, guard.hosts)
@@ -198,7 +197,7 @@ def shipped_folder() -> Path:
     for folder in (PACKAGE/'connector', PROJECT):
         if all((folder/f).is_file() for f in SHIPPED): return folder
     missing = [f for f in SHIPPED if not (PACKAGE/'connector'/f).is_file()]
-    raise EngineError(f'Cannot pack: this install of fc_chatglm lacks {", ".join(missing)} in {PACKAGE/"connector"}. {INSTALL_HELP}')
+    raise UserError(f'Cannot pack: this install of fc_chatglm lacks {", ".join(missing)} in {PACKAGE/"connector"}. {INSTALL_HELP}')
 
 # %% ../nbs/08_launch.ipynb #a01290f5
 WEIGHT_INDEXES = ('model.safetensors.index.json', 'pytorch_model.bin.index.json')
@@ -210,9 +209,9 @@ def model_files(folder: Path, # a model folder
                 ) -> list[Path]:
     "The files of `folder` the loader reads: config.json, the tokenizer's and generation's files, the weights and their index."
     folder = Path(folder)
-    check_folder(folder)  # an EngineError naming what the folder lacks
+    check_folder(folder)  # a UserError naming what the folder lacks
     try: weights = weight_files(folder)
-    except FileNotFoundError as e: raise EngineError(f'Cannot pack the model: {e}') from None
+    except FileNotFoundError as e: raise UserError(f'Cannot pack the model: {e}') from None
     index = [folder/i for i in WEIGHT_INDEXES if (folder/i).is_file()
              and set(json.loads((folder/i).read_text(encoding='utf-8'))['weight_map'].values()) == {w.name for w in weights}]
     return [folder/'config.json', *(folder/f for f in MODEL_EXTRAS if (folder/f).is_file()), *index[:1], *weights]
@@ -222,7 +221,7 @@ def _config_bytes(config: Path | None, shipped: Path, with_model: bool) -> bytes
     "The config.json to ship: the default, or `config` once checked; its model is `model/` when the model is packed."
     if config is None: data = (shipped/'config.json').read_bytes()
     else:
-        read_config(config)  # an EngineError naming the key that is wrong
+        read_config(config)  # a UserError naming the key that is wrong
         data = Path(config).read_bytes()
     raw = json.loads(data.decode('utf-8-sig'))
     if with_model and raw.get('model', 'model') != 'model':
@@ -241,14 +240,14 @@ def pack(out: Path = Path('dist/fc_chatglm.fctor'), # the zip to write
          model: Path | None = None, # a model folder whose files go into model/ (None: no weights)
          progress: Callable[[int, int], None] | None = None, # called with (bytes of the model written, bytes in all)
          ) -> Path:
-    "Write the connector as a `.fctor` zip for Fantasy Copilot's import; an `EngineError` of one sentence if it cannot."
+    "Write the connector as a `.fctor` zip for Fantasy Copilot's import; a `UserError` of one sentence if it cannot."
     out, shipped = Path(out), shipped_folder()
     files = {f: shipped/f for f in SHIPPED if f != 'config.json'}
     files |= {f'fc_chatglm/{p.name}': p for p in sorted(PACKAGE.glob('*.py'))}
     weights = {f'model/{p.name}': p for p in model_files(model)} if model is not None else {}
     sources = [p.resolve() for p in [*files.values(), *weights.values(), *([Path(config)] if config else [])]]
-    if out.resolve() in sources: raise EngineError(f'Cannot pack into {out}: it is one of the files being packed; choose another --out.')
-    if out.is_dir(): raise EngineError(f'Cannot pack into {out}: it is a folder; give a file name ending in .fctor.')
+    if out.resolve() in sources: raise UserError(f'Cannot pack into {out}: it is one of the files being packed; choose another --out.')
+    if out.is_dir(): raise UserError(f'Cannot pack into {out}: it is a folder; give a file name ending in .fctor.')
     data = _config_bytes(config, shipped, model is not None)
     total, done = sum(p.stat().st_size for p in weights.values()), 0
     def step(n: int):
@@ -265,7 +264,7 @@ def pack(out: Path = Path('dist/fc_chatglm.fctor'), # the zip to write
                 if name != 'connector.json': z.write(src, name)
             for name, src in weights.items(): _add_stored(z, src, name, step)
         os.replace(tmp, out); tmp = None
-    except OSError as e: raise EngineError(f'Cannot write {out}: {e.strerror or e}.') from None
+    except OSError as e: raise UserError(f'Cannot write {out}: {e.strerror or e}.') from None
     finally:
         if tmp: Path(tmp).unlink(missing_ok=True)
     return out

@@ -24,9 +24,10 @@ from .chatglm2 import (WEIGHT_INDEXES, UnsupportedCheckpoint, glm_config, index_
                                  read_chatglm2_config, swap_modules)
 from .demo import DEMO_NOTE, load_demo
 from .decode import MODES
-from .engine import ChatFormat, EngineError, GLM3Format, GLMFormat, TransformersEngine, out_of_memory
+from .engine import ChatFormat, GLM3Format, GLMFormat, TransformersEngine, out_of_memory
 from .history import Conversation
-from .tokenizer import ChatGLM2Tokenizer
+from .schemas import UserError
+from .tokenizer import ChatGLMTokenizer
 
 log = logging.getLogger('fc_chatglm')
 
@@ -37,10 +38,10 @@ def resolve_device(device: str = 'auto') -> str:
     "`auto`, `cuda`, `cuda:N` or `cpu`, checked against what torch can use."
     if device == 'auto': return 'cuda' if torch.cuda.is_available() else 'cpu'
     if device.startswith('cuda') and not torch.cuda.is_available():
-        raise EngineError(f'--device {device} was asked for, but this torch sees no CUDA GPU. Install the '
+        raise UserError(f'--device {device} was asked for, but this torch sees no CUDA GPU. Install the '
                           'CUDA build of torch (see the README), or start with --device cpu.')
     if device != 'cpu' and not device.startswith('cuda'):
-        raise EngineError(f'Unknown device {device!r}: use auto, cuda, cuda:N or cpu.')
+        raise UserError(f'Unknown device {device!r}: use auto, cuda, cuda:N or cpu.')
     return device
 
 def resolve_dtype(dtype: str, # auto, float16, bfloat16 or float32
@@ -51,7 +52,7 @@ def resolve_dtype(dtype: str, # auto, float16, bfloat16 or float32
     if dtype == 'auto':
         if device == 'cpu': return torch.float32
         return torch.bfloat16 if prefer == torch.bfloat16 and torch.cuda.is_bf16_supported() else torch.float16
-    if dtype not in DTYPES: raise EngineError(f'Unknown dtype {dtype!r}: use auto, {", ".join(DTYPES)}.')
+    if dtype not in DTYPES: raise UserError(f'Unknown dtype {dtype!r}: use auto, {", ".join(DTYPES)}.')
     return DTYPES[dtype]
 
 def resolve_decode(decode: str, # auto, eager, graph or compile
@@ -59,7 +60,7 @@ def resolve_decode(decode: str, # auto, eager, graph or compile
                    ) -> str:
     "How the decoder runs a step: `auto` records it as a CUDA graph on a GPU, and runs it eagerly on a CPU."
     if decode == 'auto': return 'graph' if device.startswith('cuda') else 'eager'
-    if decode not in MODES: raise EngineError(f'Unknown decode mode {decode!r}: use auto, {", ".join(MODES)}.')
+    if decode not in MODES: raise UserError(f'Unknown decode mode {decode!r}: use auto, {", ".join(MODES)}.')
     return decode
 
 # %% ../nbs/06_load.ipynb #93feb2de
@@ -118,13 +119,13 @@ MODEL_HELP = ('Put the ChatGLM2-6B files there (config.json, tokenizer.model, py
               'the connector with a tiny random model.')
 
 def check_folder(folder: Path) -> str:
-    "Which kind of model `folder` holds: 'chatglm2' or 'hf'; a clear `EngineError` otherwise."
+    "Which kind of model `folder` holds: 'chatglm2' or 'hf'; a clear `UserError` otherwise."
     folder = Path(folder)
-    if not folder.is_dir(): raise EngineError(f'The model folder {folder} does not exist. {MODEL_HELP}')
+    if not folder.is_dir(): raise UserError(f'The model folder {folder} does not exist. {MODEL_HELP}')
     if not (folder/'config.json').is_file():
         seen = sorted(p.name for p in folder.iterdir() if not p.name.startswith('.') and p.name != 'README.md')
         what = f'holds only {", ".join(seen[:6])}' if seen else 'is empty'
-        raise EngineError(f'The model folder {folder} {what}: it has no config.json. {MODEL_HELP}')
+        raise UserError(f'The model folder {folder} {what}: it has no config.json. {MODEL_HELP}')
     if is_chatglm2_folder(folder): return 'chatglm2'
     return 'hf'
 
@@ -149,7 +150,7 @@ class TemplateFormat:
     def __init__(self, tok, # a transformers tokenizer with a chat template
                  eos_ids: Sequence[int]): # tokens that end a reply
         if not getattr(tok, 'chat_template', None):
-            raise EngineError('This model\'s tokenizer has no chat template, so the connector cannot tell how '
+            raise UserError('This model\'s tokenizer has no chat template, so the connector cannot tell how '
                               'to format a conversation for it. Use a chat (instruct) model.')
         self.tok, self.eos_ids = tok, set(eos_ids)
 
@@ -190,16 +191,16 @@ QUANTIZE = ('8bit', '4bit')
 
 def _bitsandbytes():
     try: import bitsandbytes
-    except ImportError: raise EngineError('--quantize needs bitsandbytes: pip install "fc_chatglm[quantize]" '
+    except ImportError: raise UserError('--quantize needs bitsandbytes: pip install "fc_chatglm[quantize]" '
                                           '(or pip install bitsandbytes), or use the int4 checkpoint instead.') from None
     return bitsandbytes
 
 def check_quantize(quantize: str | None, device: str):
     "Refuse a quantization that cannot run, with the reason."
     if quantize is None: return
-    if quantize not in QUANTIZE: raise EngineError(f'Unknown --quantize {quantize!r}: use 8bit or 4bit.')
+    if quantize not in QUANTIZE: raise UserError(f'Unknown --quantize {quantize!r}: use 8bit or 4bit.')
     if not device.startswith('cuda'):
-        raise EngineError(f'--quantize {quantize} runs on a CUDA GPU only (bitsandbytes), and the device is {device}. '
+        raise UserError(f'--quantize {quantize} runs on a CUDA GPU only (bitsandbytes), and the device is {device}. '
                           'On a CPU, use the int4 checkpoint (chatglm2-6b-int4) or float32.')
     _bitsandbytes()
 
@@ -250,10 +251,10 @@ def half_dtype(kind: str) -> torch.dtype:
 
 def memory_error(e: BaseException, # what loading raised (`out_of_memory(e)` holds)
                  folder: Path, kind: str, device: str, dtype: torch.dtype, # what was being loaded, how and where
-                 ) -> EngineError:
+                 ) -> UserError:
     "Running out of memory while loading, as a message with the choices a user has."
     if isinstance(e, torch.OutOfMemoryError) and device != 'cpu':
-        return EngineError(f'Out of GPU memory while loading the model on {device}. Close other programs that use '
+        return UserError(f'Out of GPU memory while loading the model on {device}. Close other programs that use '
                            'the GPU, use the int4 checkpoint (chatglm2-6b-int4), or start with --device cpu.')
     name = str(dtype).removeprefix('torch.')
     try:
@@ -265,7 +266,7 @@ def memory_error(e: BaseException, # what loading raised (`out_of_memory(e)` hol
     if device == 'cpu' and dtype == torch.float32:
         half = str(half_dtype(kind)).removeprefix('torch.')
         msg += f' Set "dtype": "{half}" in config.json (or start with --dtype {half}) to need half as much.'
-    return EngineError(msg + ' Close other programs, or use a machine with more memory.')
+    return UserError(msg + ' Close other programs, or use a machine with more memory.')
 
 FREE_SHARE = 0.8  # the most of the free memory a float32 model may take when `auto` picks for a CPU
 
@@ -299,22 +300,22 @@ def _load_folder(opts: LoadOptions, device: str, progress) -> tuple[torch.nn.Mod
     try:
         if kind == 'hf': return *load_hf(opts.model, device, dtype, opts.quantize), Path(opts.model).name
         cfg = read_chatglm2_config(opts.model)
-        if 'glm-4' in own_names(opts.model): raise EngineError(
+        if 'glm-4' in own_names(opts.model): raise UserError(
             f'{opts.model} holds GLM-4 in the layout that needs its own remote code (not SentencePiece, scaled '
             'rotary positions). Use the "-hf" variant of the same model (e.g. THUDM/glm-4-9b-chat-hf): it loads '
             'as a Hugging Face chat model.')
         glm3 = is_chatglm3(opts.model)
         glm_config(cfg, glm3)  # refuses a variant we do not reproduce, before anything heavy is read
-        tok = ChatGLM2Tokenizer.from_folder(opts.model, roles=glm3)
+        tok = ChatGLMTokenizer.from_folder(opts.model, roles=glm3)
         if opts.quantize:
             if cfg.get('quantization_bit'):
-                raise EngineError('This checkpoint is already int4: start without --quantize.')
+                raise UserError('This checkpoint is already int4: start without --quantize.')
             model = quantize_bnb(load_chatglm2(opts.model, 'cpu', dtype, shards, chatglm3=glm3), opts.quantize, device, dtype)
         else: model = load_chatglm2(opts.model, device=device, dtype=dtype, progress=shards, chatglm3=glm3)
         fmt, name = (GLM3Format(tok), 'ChatGLM3') if glm3 else (GLMFormat(tok), 'ChatGLM2')
         return model, fmt, name + (f' ({opts.quantize})' if opts.quantize else '')
     except (UnsupportedCheckpoint, FileNotFoundError, ValueError) as e:
-        raise EngineError(f'{opts.model} cannot be loaded: {e}') from None
+        raise UserError(f'{opts.model} cannot be loaded: {e}') from None
     except Exception as e:
         if out_of_memory(e): raise memory_error(e, opts.model, kind, device, dtype) from None
         raise
@@ -326,7 +327,7 @@ def load_engine(opts: LoadOptions, # what to load
     "Load the model `opts` describes and wrap it in an engine."
     device = resolve_device(opts.device)
     decode = resolve_decode(opts.decode, device)
-    if opts.context < 1: raise EngineError(f'--context {opts.context}: the static cache needs a length of at least one token.')
+    if opts.context < 1: raise UserError(f'--context {opts.context}: the static cache needs a length of at least one token.')
     files = None  # the demo's temporary folder, when it gets one: its weights may be mapped from there
     if opts.demo:
         if opts.demo_dir is None: files = tempfile.TemporaryDirectory(prefix='fc_chatglm-demo-', ignore_cleanup_errors=True)

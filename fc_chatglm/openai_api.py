@@ -26,9 +26,9 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from starlette.requests import ClientDisconnect
 
 from .embed import OFF, EmbedError
-from .engine import EngineError, Outcome
+from .engine import Outcome
 from .history import EmptyMessage
-from .schemas import ChatRequest, Message, Settings, TextRequest
+from .schemas import ChatRequest, Message, Settings, TextRequest, UserError
 from .server import LINE_INTERVAL, Inbox, Job, Limits, body_schema, hang_up, log, read_capped
 
 # %% ../nbs/07a_openai_api.ipynb #86b13eae
@@ -231,7 +231,7 @@ class Run:
         if hasattr(engine, 'prompt_ids'):
             try: ids, _ = engine.prompt_ids(request, 1 if self.fit else s.max_response_tokens)
             except EmptyMessage as e: raise ApiError(400, str(e), None, 'empty_message') from None
-            except EngineError as e: raise ApiError(400, str(e), None, 'context_length_exceeded') from None
+            except UserError as e: raise ApiError(400, str(e), None, 'context_length_exceeded') from None
             if self.fit: request = request.model_copy(update={'settings': s.model_copy(update={'max_response_tokens': max(1, window - len(ids))})})
         elif self.fit: request = request.model_copy(update={'settings': s.model_copy(update={'max_response_tokens': 800})})
         def text(piece: str):
@@ -267,7 +267,7 @@ def sse(data: dict | str) -> bytes:
 def failure(e: Exception) -> ApiError:
     "The `ApiError` for a generation that raised `e`."
     if isinstance(e, ApiError): return e
-    if isinstance(e, EngineError): return ApiError(500, str(e), None, 'generation_failed')
+    if isinstance(e, UserError): return ApiError(500, str(e), None, 'generation_failed')
     log.error('generation failed', exc_info=e)
     return ApiError(500, f'The model failed while answering: {type(e).__name__}: {e}', None, 'generation_failed')
 

@@ -4,7 +4,7 @@
 
 # %% auto #0
 __all__ = ['MAX_TOKENS', 'MIN_TEMPERATURE', 'Role', 'WireModel', 'Message', 'Settings', 'TextRequest', 'ChatRequest',
-           'describe_errors', 'Reply', 'GenerationParams']
+           'describe_errors', 'UserError', 'Reply', 'GenerationParams']
 
 # %% ../nbs/00_schemas.ipynb #9fa1d0e3
 import json
@@ -91,6 +91,10 @@ def describe_errors(errors: list[dict]) -> str: # pydantic's (or FastAPI's) `err
         where = '.'.join(str(p) for p in err['loc'] if p != 'body') or 'body'
         lines.append(f"{where}: {err['msg']}")
     return '; '.join(lines)
+
+# %% ../nbs/00_schemas.ipynb #5a6964cf
+class UserError(Exception):
+    "A mistake a person can fix; the message says how, in one or two sentences."
 
 # %% ../nbs/00_schemas.ipynb #2bc964f0
 class Reply(WireModel):

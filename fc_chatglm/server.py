@@ -33,9 +33,9 @@ from starlette.background import BackgroundTask
 from starlette.requests import ClientDisconnect
 
 from .embed import MAX_CHARS, OFF, EmbedError, Embeddings
-from .engine import Engine, EngineError, Outcome
+from .engine import Engine, Outcome
 from .guard import Guard, GuardMiddleware, protocol
-from .schemas import ChatRequest, Reply, TextRequest, describe_errors
+from .schemas import ChatRequest, Reply, TextRequest, UserError, describe_errors
 
 log = logging.getLogger('fc_chatglm')
 
@@ -153,7 +153,7 @@ class Inbox:
 # %% ../nbs/07_server.ipynb #9ce7b945
 def failure(e: Exception) -> Reply:
     "The reply for a generation that raised `e`."
-    if isinstance(e, EngineError): return Reply.error(str(e))
+    if isinstance(e, UserError): return Reply.error(str(e))
     log.error('generation failed', exc_info=e)
     return Reply.error(f'The model failed while answering: {type(e).__name__}: {e}')
 
@@ -459,14 +459,14 @@ def app_stream(base_url: str, # e.g. http://127.0.0.1:8000
 
 # %% ../nbs/07_server.ipynb #6f4cfeb0
 def open_socket(host: str, port: int) -> socket.socket:
-    "A listening-ready socket bound to (host, port), or an `EngineError` saying why not."
+    "A listening-ready socket bound to (host, port), or a `UserError` saying why not."
     family = socket.AF_INET6 if ':' in host else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
     if os.name != 'nt': sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     try: sock.bind((host, port))
     except OSError as e:
         sock.close()
-        raise EngineError(f'Cannot listen on {host}:{port} ({e.strerror}). Is another connector running? '
+        raise UserError(f'Cannot listen on {host}:{port} ({e.strerror}). Is another connector running? '
                           'Stop it, or change base_url in connector.json and the port with --port.') from None
     return sock
 

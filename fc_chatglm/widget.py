@@ -21,9 +21,9 @@ import ipywidgets as widgets
 import traitlets
 from markdown_it import MarkdownIt
 
-from .engine import Engine, EngineError, Outcome
+from .engine import Engine, Outcome
 from .load import LoadOptions, check_folder, load_engine, resolve_decode, resolve_device, resolve_dtype
-from .schemas import ChatRequest, Message, Role, Settings
+from .schemas import ChatRequest, Message, Role, Settings, UserError
 
 log = logging.getLogger('fc_chatglm')
 
@@ -403,10 +403,10 @@ class ChatWidget:
                 self.transcript.answer(request.message, out.text, 'stopped' if out.reason == 'cancelled' else '')
                 self.outcome, self.reply, self._writing = out, out.text, False
             status = outcome_status(out)
-        except Exception as e:  # an EngineError says what to do; anything else must not kill the widget either
-            if not isinstance(e, EngineError): log.exception('widget: the reply failed')
+        except Exception as e:  # a UserError says what to do; anything else must not kill the widget either
+            if not isinstance(e, UserError): log.exception('widget: the reply failed')
             self.transcript.unanswered()
-            status = in_own_words(str(e)) if isinstance(e, EngineError) else f'{type(e).__name__}: {e}'
+            status = in_own_words(str(e)) if isinstance(e, UserError) else f'{type(e).__name__}: {e}'
         finally:
             self._writing = False
         self._say(status)
@@ -451,8 +451,8 @@ class ChatWidget:
                 self._fit_window()
                 self._say(f'Ready: {self.engine.name}')
             except Exception as e:  # shown where the person looks, like a failed reply
-                if not isinstance(e, EngineError): log.exception('widget: loading failed')
-                self.load_error = str(e) if isinstance(e, EngineError) else f'{type(e).__name__}: {e}'
+                if not isinstance(e, UserError): log.exception('widget: loading failed')
+                self.load_error = str(e) if isinstance(e, UserError) else f'{type(e).__name__}: {e}'
                 self._say(f'The model did not load: {self.load_error}')
             finally:
                 self.progress.layout.display = 'none'

@@ -13,7 +13,7 @@ import psutil
 import pytest
 
 from fc_chatglm.embed import Embeddings
-from fc_chatglm.engine import EngineError
+from fc_chatglm.schemas import UserError
 from fc_chatglm.launch import start_connector
 from fc_chatglm.load import LoadOptions, load_engine
 from fc_chatglm.server import ModelHost, app_stream, create_app, open_socket, serve_in_thread
@@ -103,7 +103,7 @@ class Flaky:
 
 
 def broken_embedder(spec, device):
-    raise EngineError('The embedding model in D:/models/text2vec cannot be loaded: OSError: config.json is missing')
+    raise UserError('The embedding model in D:/models/text2vec cannot be loaded: OSError: config.json is missing')
 
 
 @pytest.fixture(scope='module')

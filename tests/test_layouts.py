@@ -13,7 +13,7 @@ from fc_chatglm.launch import start_connector
 from fc_chatglm.load import LoadOptions, load_engine
 from fc_chatglm.schemas import ChatRequest
 from fc_chatglm.server import app_stream
-from fc_chatglm.tokenizer import ChatGLM2Tokenizer, train_sentencepiece
+from fc_chatglm.tokenizer import ChatGLMTokenizer, train_sentencepiece
 from transformers import GlmForCausalLM
 
 SETTINGS = {'temperature': 0, 'maxResponseTokens': 12}
@@ -23,7 +23,7 @@ SETTINGS = {'temperature': 0, 'maxResponseTokens': 12}
 def source(tmp_path_factory):
     "A tiny random ChatGLM2 and its tokenizer, to be written in each layout."
     d = tmp_path_factory.mktemp('tok')
-    tok = ChatGLM2Tokenizer(train_sentencepiece(d/'tokenizer.model', DEMO_CORPUS, vocab_size=600, seed=3))
+    tok = ChatGLMTokenizer(train_sentencepiece(d/'tokenizer.model', DEMO_CORPUS, vocab_size=600, seed=3))
     torch.manual_seed(3)
     return GlmForCausalLM(demo_config(tok.vocab_size)).eval(), d/'tokenizer.model'
 
@@ -68,7 +68,7 @@ def test_a_refused_variant_keeps_the_server_up_and_names_the_key(source, tmp_pat
 
 def test_cli_serves_chatglm3_with_its_prompt(tmp_path, settled):
     "A ChatGLM3 folder (nine specials, its published name) is served as ChatGLM3, with its own prompt."
-    tok = ChatGLM2Tokenizer(train_sentencepiece(tmp_path/'tokenizer.model', DEMO_CORPUS, vocab_size=600, seed=3), roles=True)
+    tok = ChatGLMTokenizer(train_sentencepiece(tmp_path/'tokenizer.model', DEMO_CORPUS, vocab_size=600, seed=3), roles=True)
     torch.manual_seed(3)
     save_chatglm2(GlmForCausalLM(demo_config(tok.vocab_size)).eval(), tmp_path, layout='safetensors', shards=2)
     cfg = json.loads((tmp_path/'config.json').read_text())
