@@ -27,7 +27,8 @@ from transformers import CompileConfig, StaticCache
 
 from fc_chatglm.chatglm2 import CHATGLM2_6B_CONFIG, random_chatglm2
 from fc_chatglm.demo import load_demo
-from fc_chatglm.decode import Decoder, Sampler, capture_cuda_graph, decode_tokens, trace_capture
+from fc_chatglm.decode import Decoder, Sampler, capture_cuda_graph, decode_tokens
+from fc_chatglm.testing import trace_capture
 from fc_chatglm.schemas import GenerationParams, Settings
 
 

@@ -16,8 +16,7 @@ import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from fc_chatglm.embed import load_embedder  # noqa: E402
-from fc_chatglm.launch import start_connector  # noqa: E402
-from fc_chatglm.server import app_stream  # noqa: E402
+from fc_chatglm.testing import app_stream, start_connector  # noqa: E402
 
 SHORT = ('The knowledge base splits each document into chunks and stores one vector per chunk; a question '
          'is embedded the same way and compared with every chunk. ') * 2  # about 60 tokens, a typical chunk

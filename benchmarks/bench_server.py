@@ -16,10 +16,9 @@ from pathlib import Path
 import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from fc_chatglm.launch import start_connector  # noqa: E402
+from fc_chatglm.testing import app_stream, start_connector  # noqa: E402
 from fc_chatglm.load import LoadOptions, load_engine  # noqa: E402
 from fc_chatglm.schemas import ChatRequest  # noqa: E402
-from fc_chatglm.server import app_stream  # noqa: E402
 
 
 def body(message: str, tokens: int) -> bytes:

@@ -32,8 +32,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # import fc_chatgl
 
 import torch, transformers
 
-from fc_chatglm.chatglm2 import CHATGLM2_6B_CONFIG, computing_ops, fuse_attention, fuse_norms, random_chatglm2
-from fc_chatglm.decode import Decoder, trace_capture
+from fc_chatglm.chatglm2 import CHATGLM2_6B_CONFIG, fuse_attention, fuse_norms, random_chatglm2
+from fc_chatglm.testing import computing_ops, trace_capture
+from fc_chatglm.decode import Decoder
 
 
 SMALL = dict(num_layers=8, hidden_size=1024, ffn_hidden_size=2816, num_attention_heads=16, kv_channels=64, padded_vocab_size=4096)

@@ -27,7 +27,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from fc_chatglm.embed import Embeddings  # noqa: E402
 from fc_chatglm.load import LoadOptions, load_engine  # noqa: E402
 from fc_chatglm.schemas import ChatRequest, TextRequest  # noqa: E402
-from fc_chatglm.server import ROUTES, ModelHost, create_app, serve_in_thread  # noqa: E402
+from fc_chatglm.server import ROUTES, ModelHost, create_app  # noqa: E402
+from fc_chatglm.testing import serve_in_thread  # noqa: E402
 
 
 def described(app, routes: dict = ROUTES) -> dict:

@@ -7,14 +7,14 @@ __all__ = ['CHATGLM2_6B_CONFIG', 'TILE_GROUP', 'log', 'FOLDER_HELP', 'WEIGHT_IND
            'glm_config', 'glm_tensors', 'unpack_int4', 'dequantize_int4', 'quantize_int4', 'tile_bytes', 'Int4Linear',
            'int4_kernel_refusal', 'tile_int4', 'read_chatglm2_config', 'is_chatglm2_folder', 'plain_file_name',
            'index_shards', 'weight_files', 'FusedRMSNorm', 'swap_modules', 'fuse_norms', 'cat_linears',
-           'InterleavedRotary', 'rotate_pairs_', 'FusedGlmAttention', 'fuse_attention', 'computing_ops',
-           'load_chatglm2', 'chatglm2_config', 'save_chatglm2', 'random_chatglm2']
+           'InterleavedRotary', 'rotate_pairs_', 'FusedGlmAttention', 'fuse_attention', 'load_chatglm2',
+           'chatglm2_config', 'save_chatglm2', 'random_chatglm2']
 
 # %% ../nbs/03_chatglm2.ipynb #3d2d91b5
 import json
 import logging
 from pathlib import Path
-from typing import Callable, Iterable
+from typing import Callable
 
 import torch
 import torch.nn.functional as F
@@ -464,13 +464,6 @@ def fuse_attention(model: GlmForCausalLM) -> int:
     for layer in m.layers: layer.self_attn = FusedGlmAttention(layer.self_attn)
     m.rotary_emb = InterleavedRotary(rotary)
     return len(m.layers)
-
-# %% ../nbs/03_chatglm2.ipynb #a40f6844
-def computing_ops(graph: torch.fx.Graph) -> list[str]:
-    "The operations of a graph `make_fx` recorded that compute something: views, which launch nothing, left out."
-    skip = {'_unsafe_view', 'scalar_tensor'}  # a view by another name; a number wrapped for the next kernel
-    return [n.target._opname for n in graph.nodes if isinstance(n.target, torch._ops.OpOverload)
-            and not n.target.is_view and n.target._opname not in skip]
 
 # %% ../nbs/03_chatglm2.ipynb #bd71c614
 def _int4_layers(model: GlmForCausalLM) -> None:

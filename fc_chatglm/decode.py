@@ -4,7 +4,7 @@
 
 # %% auto #0
 __all__ = ['MIN_TRANSFORMERS', 'INVALID', 'MODES', 'check_transformers', 'top_p_filter', 'draw', 'Sampler', 'TokenPipe',
-           'decode_tokens', 'shared', 'reusable', 'grouped_attention', 'Decoder', 'capture_cuda_graph', 'trace_capture']
+           'decode_tokens', 'shared', 'reusable', 'grouped_attention', 'Decoder', 'capture_cuda_graph']
 
 # %% ../nbs/04a_decode.ipynb #aec97f60
 import inspect
@@ -248,11 +248,3 @@ def capture_cuda_graph(step: Callable[[torch.Tensor], torch.Tensor], # ids (1, 1
         return out
     return replay
 
-def trace_capture(step: Callable[[torch.Tensor], torch.Tensor], # ids (1, 1) in, logits out, on any device
-                  ids: torch.Tensor, # an input of the right shape
-                  ) -> Callable[[torch.Tensor], torch.Tensor]:
-    "`step` recorded as `make_fx` records it, replayed with the same frozen Python values: a CUDA graph's stand-in for tests."
-    from torch.fx.experimental.proxy_tensor import make_fx
-    step(ids)  # as capture_cuda_graph: lazy allocations first
-    traced = make_fx(lambda ids: step(ids))(ids)  # a plain function: make_fx counts a method's `self`
-    return lambda new: traced(new)

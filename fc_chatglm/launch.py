@@ -5,14 +5,12 @@
 # %% auto #0
 __all__ = ['log', 'PROJECT', 'FILE_ONLY', 'WINDOWS_PATHS', 'CONFIG_HELP', 'PACKAGE', 'SHIPPED', 'INSTALL_HELP', 'WEIGHT_INDEXES',
            'MODEL_EXTRAS', 'read_manifest', 'manifest_routes', 'manifest_address', 'ConnectorSettings', 'read_config',
-           'start_loading', 'setup_logging', 'serve', 'start_connector', 'shipped_folder', 'model_files', 'pack',
-           'progress_bar']
+           'start_loading', 'setup_logging', 'serve', 'shipped_folder', 'model_files', 'pack', 'progress_bar']
 
 # %% ../nbs/08_launch.ipynb #7db8221c
 import json
 import logging
 import os
-import subprocess
 import sys
 import tempfile
 import threading
@@ -174,18 +172,6 @@ def serve(opts: LoadOptions, # what model to load
     print(f'fc_chatglm: listening on http://{host}:{bound[1]} (model: {"demo" if opts.demo else opts.model})', flush=True)
     uvicorn.Server(uvicorn.Config(app, http=protocol(guard), log_level='warning', lifespan='on')).run(sockets=[sock])
     return 0
-
-# %% ../nbs/08_launch.ipynb #35cef4fa
-def start_connector(*args: str, # extra command-line arguments, e.g. '--demo'
-                    cwd: Path = PROJECT, # the connector folder (holds connector.json)
-                    ) -> tuple[subprocess.Popen, str]:
-    "Start `python -m fc_chatglm --port 0 ...` in `cwd`; return the process and its base URL once it listens."
-    env = {**os.environ, 'PYTHONUNBUFFERED': '1', 'PYTHONPATH': str(PROJECT) + os.pathsep + os.environ.get('PYTHONPATH', '')}
-    p = subprocess.Popen([sys.executable, '-m', 'fc_chatglm', '--port', '0', *args], cwd=cwd, env=env,
-                         stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
-    for line in p.stdout:
-        if 'listening on ' in line: return p, line.split('listening on ')[1].split()[0]
-    p.kill(); raise RuntimeError(f'the connector exited with {p.wait()} before listening')
 
 # %% ../nbs/08_launch.ipynb #1af1c034
 PACKAGE = Path(__file__).resolve().parent if '__file__' in globals() else Path.cwd().parent/'fc_chatglm'

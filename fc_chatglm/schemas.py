@@ -92,7 +92,7 @@ def describe_errors(errors: list[dict]) -> str: # pydantic's (or FastAPI's) `err
         lines.append(f"{where}: {err['msg']}")
     return '; '.join(lines)
 
-# %% ../nbs/00_schemas.ipynb #5a6964cf
+# %% ../nbs/00_schemas.ipynb #c9dbddc4
 class UserError(Exception):
     "A mistake a person can fix; the message says how, in one or two sentences."
 

@@ -6,26 +6,22 @@
 __all__ = ['log', 'DONE', 'LINE_INTERVAL', 'EMPTY', 'CHARSETS', 'READ', 'BOMS', 'MAX_BODY', 'ROUTES', 'ModelHost', 'Job',
            'Worker', 'Inbox', 'failure', 'stream_failure', 'stream_lines', 'hang_up', 'Refusal', 'refuse', 'Limits',
            'read_capped', 'receive', 'body_schema', 'text_codec', 'plain_text', 'embed_failure', 'timed_out',
-           'create_app', 'app_stream', 'open_socket', 'serve_in_thread']
+           'create_app', 'open_socket']
 
 # %% ../nbs/07_server.ipynb #e22a21d3
 import asyncio
 import codecs
-import json
 import logging
 import os
 import re
 import socket
 import threading
-import time
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from functools import partial
 from typing import AsyncIterator, Callable
-from urllib.parse import urlparse
 
-import uvicorn
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 from pydantic import ValidationError
@@ -34,7 +30,7 @@ from starlette.requests import ClientDisconnect
 
 from .embed import MAX_CHARS, OFF, EmbedError, Embeddings
 from .engine import Engine, Outcome
-from .guard import Guard, GuardMiddleware, protocol
+from .guard import Guard, GuardMiddleware
 from .schemas import ChatRequest, Reply, TextRequest, UserError, describe_errors
 
 log = logging.getLogger('fc_chatglm')
@@ -427,36 +423,6 @@ def create_app(host: ModelHost, # the model, or its loading state
                 'streams': len(worker.streams), 'waiting': worker.waiting, 'embedding': embeddings.health()}
     return app
 
-# %% ../nbs/07_server.ipynb #3f75b570
-def app_stream(base_url: str, # e.g. http://127.0.0.1:8000
-               path: str, # the stream endpoint's path
-               body: bytes, # the JSON body, as the app sends it
-               on_line=None, # called with (reply so far, socket) after each JSON line
-               timeout: float = 30,
-               append: bool | None = None, # add each line to the reply (text completion) instead of replacing it (chat); None: append on ROUTES' text stream
-               ) -> tuple[list[str], bool]:
-    "Stream a request the way Fantasy Copilot does; return the replies it would show, and whether [DONE] came."
-    append = path == ROUTES['text-completion-stream'] if append is None else append
-    u = urlparse(base_url)
-    with socket.create_connection((u.hostname, u.port), timeout=timeout) as s:
-        s.sendall(f'POST {path} HTTP/1.1\r\nHost: {base_url}\r\nContent-Type: application/json\r\n'
-                  f'Content-Length: {len(body)}\r\n\r\n'.encode() + body)
-        replies, buf, done, reply = [], b'', False, ''
-        while not done:
-            data = s.recv(65536)
-            if not data: break
-            buf += data
-            *lines, buf = re.split(rb'\r\n|\n|\r', buf)
-            for line in lines:
-                text = line.decode('utf-8')
-                if text == '[DONE]': done = True; break
-                if text.startswith('error:'): return replies, False
-                if text.startswith('{') and (content := json.loads(text)['content']):  # the app skips empty lines
-                    reply = reply + content if append else content
-                    replies.append(reply)
-                    if on_line: on_line(reply, s)
-        return replies, done
-
 # %% ../nbs/07_server.ipynb #6f4cfeb0
 def open_socket(host: str, port: int) -> socket.socket:
     "A listening-ready socket bound to (host, port), or a `UserError` saying why not."
@@ -469,13 +435,3 @@ def open_socket(host: str, port: int) -> socket.socket:
         raise UserError(f'Cannot listen on {host}:{port} ({e.strerror}). Is another connector running? '
                           'Stop it, or change base_url in connector.json and the port with --port.') from None
     return sock
-
-# %% ../nbs/07_server.ipynb #5fa8cd91
-def serve_in_thread(app: FastAPI, host: str = '127.0.0.1', port: int = 0) -> tuple[uvicorn.Server, str]:
-    "Run `app` with uvicorn on a background thread; return the server and its base URL."
-    sock = open_socket(host, port)
-    server = uvicorn.Server(uvicorn.Config(app, log_level='warning', http=protocol(getattr(app.state, 'guard', Guard())),
-                                           lifespan='on'))
-    threading.Thread(target=server.run, kwargs={'sockets': [sock]}, daemon=True).start()
-    while not server.started: time.sleep(0.01)
-    return server, f'http://{host}:{sock.getsockname()[1]}'

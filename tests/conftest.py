@@ -5,7 +5,7 @@ from contextlib import contextmanager
 import httpx
 import pytest
 
-from fc_chatglm.launch import start_connector
+from fc_chatglm.testing import start_connector
 
 
 def wait_settled(base: str, timeout: float = 60) -> dict:

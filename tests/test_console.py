@@ -15,7 +15,7 @@ import httpx
 import pytest
 
 from fc_chatglm.launch import PROJECT
-from fc_chatglm.server import app_stream
+from fc_chatglm.testing import app_stream
 
 ENCODINGS = ['cp1252', 'ascii']  # a Western Windows code page, and the narrowest of all
 

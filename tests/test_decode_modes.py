@@ -2,7 +2,7 @@
 be set up here falls back to eager and `/health` says so, and a bad `--context` is reported, not a crash."""
 import httpx
 
-from fc_chatglm.launch import start_connector
+from fc_chatglm.testing import start_connector
 
 SETTINGS = {'temperature': 0, 'maxResponseTokens': 12}
 

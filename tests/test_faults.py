@@ -14,9 +14,9 @@ import pytest
 
 from fc_chatglm.embed import Embeddings
 from fc_chatglm.schemas import UserError
-from fc_chatglm.launch import start_connector
+from fc_chatglm.testing import app_stream, serve_in_thread, start_connector
 from fc_chatglm.load import LoadOptions, load_engine
-from fc_chatglm.server import ModelHost, app_stream, create_app, open_socket, serve_in_thread
+from fc_chatglm.server import ModelHost, create_app, open_socket
 
 MB = 2**20
 GREEDY = {'temperature': 0, 'maxResponseTokens': 24}

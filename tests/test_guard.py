@@ -13,8 +13,8 @@ import httpx
 import pytest
 
 from conftest import ready_connector
-from fc_chatglm.launch import PROJECT, start_connector
-from fc_chatglm.server import app_stream
+from fc_chatglm.launch import PROJECT
+from fc_chatglm.testing import app_stream, start_connector
 
 LIMITS = {'header_timeout': 1, 'body_timeout': 1, 'max_connections': 16}
 

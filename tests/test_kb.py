@@ -8,7 +8,7 @@ import time
 import httpx
 import pytest
 
-from fc_chatglm.launch import start_connector
+from fc_chatglm.testing import start_connector
 
 TOPICS = ['The quarterly report is due on the last Friday of March.', '猫每天要睡十二到十六个小时。',
           'Git rebase replays commits on top of another branch.', '绿茶适合用八十度左右的水冲泡。',

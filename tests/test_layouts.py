@@ -9,10 +9,9 @@ import torch
 
 from fc_chatglm.chatglm2 import LAYOUTS, save_chatglm2
 from fc_chatglm.demo import DEMO_CORPUS, demo_config
-from fc_chatglm.launch import start_connector
+from fc_chatglm.testing import app_stream, start_connector
 from fc_chatglm.load import LoadOptions, load_engine
 from fc_chatglm.schemas import ChatRequest
-from fc_chatglm.server import app_stream
 from fc_chatglm.tokenizer import ChatGLMTokenizer, train_sentencepiece
 from transformers import GlmForCausalLM
 

@@ -9,8 +9,8 @@ import sys
 import httpx
 import pytest
 
-from fc_chatglm.launch import PROJECT, start_connector
-from fc_chatglm.server import app_stream
+from fc_chatglm.launch import PROJECT
+from fc_chatglm.testing import app_stream, start_connector
 
 
 def hide(tmp_path, monkeypatch, module: str, error: str):

@@ -5,7 +5,8 @@ import shutil
 
 import httpx
 
-from fc_chatglm.launch import PROJECT, start_connector
+from fc_chatglm.launch import PROJECT
+from fc_chatglm.testing import start_connector
 
 
 def connector_folder(tmp_path, config: str):

@@ -17,7 +17,7 @@ import pytest
 
 from conftest import ready_connector
 from fc_chatglm.launch import PROJECT
-from fc_chatglm.server import app_stream
+from fc_chatglm.testing import app_stream
 
 LONG = {'temperature': 0, 'maxResponseTokens': 1500}
 KNOWLEDGE = {'temperature': 0, 'maxResponseTokens': 400, 'topP': 0, 'frequencyPenalty': 1, 'presencePenalty': 1}  # its answers
