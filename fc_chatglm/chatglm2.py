@@ -306,7 +306,7 @@ def chatglm2_config(
 def _linear(mod: nn.Module, int4: bool) -> dict[str, Tensor]:
     "A linear module's weight as stored: {'weight'} in float, or {'weight', 'weight_scale'} int4-packed."
     if hasattr(mod, 'weight_scale'):  # a layer that keeps int4 weights packed (`Int4Linear`, 03a_speedups)
-        if mod.weight is None: raise ValueError('int4 weights repacked for the CUDA int4 kernel cannot be written: load with tile=False to write the model')
+        if mod.weight is None: raise ValueError('int4 weights repacked for the CUDA int4 kernel cannot be written: write the model before `prepare` (or `tile_int4`) repacks them')
         if int4: return {'weight': mod.weight, 'weight_scale': mod.weight_scale}
         return {'weight': dequantize_int4(mod.weight, mod.weight_scale, torch.float32)}
     if int4:
