@@ -27,6 +27,7 @@ from transformers import CompileConfig, StaticCache
 
 from fc_chatglm.chatglm2 import CHATGLM2_6B_CONFIG, random_chatglm2
 from fc_chatglm.demo import load_demo
+from fc_chatglm.speedups import prepare
 from fc_chatglm.decode import Decoder, Sampler, capture_cuda_graph, decode_tokens
 from fc_chatglm.testing import trace_capture
 from fc_chatglm.schemas import GenerationParams, Settings
@@ -98,7 +99,7 @@ def main():
     a.variants = a.variants or ('graph,graph-sampled,compiled,compiled-sampled,eager' if dev.type == 'cuda' else 'eager,compiled,compiled-sampled')
     tmp = tempfile.TemporaryDirectory()
     if a.model == 'demo': model = load_demo(Path(tmp.name), device=a.device)[0]
-    else: model = random_chatglm2(CHATGLM2_6B_CONFIG, device=dev, dtype=torch.float16)
+    else: model = prepare(random_chatglm2(CHATGLM2_6B_CONFIG, device=dev, dtype=torch.float16), dev, torch.float16, upcast=False)
     global CACHE_ARG
     CACHE_ARG = Decoder(model).arg  # what this transformers calls the cache argument
     model.generation_config.eos_token_id = None  # a random model would end its replies at random; time full replies

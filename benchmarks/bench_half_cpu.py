@@ -1,6 +1,6 @@
 #!/usr/bin/env python
 """Half precision on a CPU: a prompt and one token through layers of the 6B model, in float32, in
-bfloat16 and float16 as PyTorch multiplies them, and with `PromptUpcastLinear` (`06_load`), in one run.
+bfloat16 and float16 as PyTorch multiplies them, and with `PromptUpcastLinear` (`03a_speedups`), in one run.
 
 A CPU without the instructions for half-precision matrices (most laptops and desktops: AVX2, no
 AVX-512 or AMX) multiplies them through a slow fallback; the loader then swaps in
@@ -21,7 +21,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # import fc_chatgl
 import torch
 
 from fc_chatglm.chatglm2 import CHATGLM2_6B_CONFIG, random_chatglm2
-from fc_chatglm.load import native_half, upcast_prompts
+from fc_chatglm.speedups import native_half, prepare
 
 
 def main():
@@ -39,8 +39,7 @@ def main():
     for name, dtype, up in [('float32', torch.float32, False), ('bfloat16', torch.bfloat16, False),
                             ('bfloat16, prompts in float32', torch.bfloat16, True), ('float16', torch.float16, False),
                             ('float16, prompts in float32', torch.float16, True)]:
-        model = random_chatglm2(cfg, dtype=dtype)
-        if up: upcast_prompts(model)
+        model = prepare(random_chatglm2(cfg, dtype=dtype), 'cpu', dtype, upcast=up)  # fused, as loaded
         with torch.inference_mode():
             model(ids[:, :16])  # warm-up
             t = time.perf_counter(); logits = model(ids).logits.float(); prompt = time.perf_counter() - t

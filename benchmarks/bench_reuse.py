@@ -31,6 +31,7 @@ import torch
 
 from fc_chatglm.chatglm2 import CHATGLM2_6B_CONFIG, random_chatglm2
 from fc_chatglm.demo import DEMO_CORPUS, load_demo
+from fc_chatglm.speedups import prepare
 from fc_chatglm.engine import GLMFormat, TransformersEngine
 from fc_chatglm.schemas import ChatRequest
 
@@ -68,7 +69,7 @@ def main():
     with tempfile.TemporaryDirectory() as d: _, tok = load_demo(Path(d))
     dtype = torch.float16 if dev.type == 'cuda' else torch.float32
     cfg = {**CHATGLM2_6B_CONFIG, **SIZES[a.size], 'padded_vocab_size': tok.vocab_size}
-    model = random_chatglm2(cfg, device=dev, dtype=dtype)
+    model = prepare(random_chatglm2(cfg, device=dev, dtype=dtype), dev, dtype, upcast=False)
     engine = TransformersEngine(model, GLMFormat(tok), name=f'random ChatGLM2 ({a.size})', decode=a.decode)
     if a.decode != 'eager': engine.warm_up()  # records or compiles the step, or falls back to eager (logged)
     words = ' '.join(DEMO_CORPUS).split()

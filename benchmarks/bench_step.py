@@ -7,9 +7,9 @@ then makes one change at a time to the same model and measures again:
 
 1. PyTorch's SDPA attention, transformers' eight-step RMSNorm and attention module;
 2. `grouped_attention` (`04a_decode`) for the one query token;
-3. and `FusedRMSNorm` (`03_chatglm2`);
+3. and `FusedRMSNorm` (`03a_speedups`);
 4. and `FusedGlmAttention` with `InterleavedRotary`: one q/k/v product, the rotation in place
-   (what `load_chatglm2` gives, so what the engine runs);
+   (what `prepare` gives a loaded ChatGLM2, so what the engine runs);
 5. the last again, to show the drift of the machine.
 
 On a GPU the step is a CUDA graph over the 6B shape in fp16. On a CPU it is the tests' stand-in
@@ -32,7 +32,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # import fc_chatgl
 
 import torch, transformers
 
-from fc_chatglm.chatglm2 import CHATGLM2_6B_CONFIG, fuse_attention, fuse_norms, random_chatglm2
+from fc_chatglm.chatglm2 import CHATGLM2_6B_CONFIG, random_chatglm2
+from fc_chatglm.speedups import fuse_attention, fuse_norms
 from fc_chatglm.testing import computing_ops, trace_capture
 from fc_chatglm.decode import Decoder
 
@@ -75,7 +76,7 @@ def main():
           torch.cuda.get_device_name(dev) if gpu else f'CPU, {torch.get_num_threads()} threads', flush=True)
     dtype = torch.float16 if gpu else torch.float32
     cfg = {**CHATGLM2_6B_CONFIG, **({} if gpu else SMALL)}
-    model = random_chatglm2(cfg, device=dev, dtype=dtype, fused=False)  # transformers' modules as they are
+    model = random_chatglm2(cfg, device=dev, dtype=dtype)  # transformers' modules as they are
     prompt, ref, counts = list(range(3, 3 + 569)), None, []
     changes = [('SDPA, transformers\' norms and attention', None), ('grouped attention', None),
                ('and fused norms', fuse_norms), ('and fused q/k/v with rotation in place', fuse_attention),

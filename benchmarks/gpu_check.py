@@ -2,7 +2,7 @@
 """GPU check of fc_chatglm.chatglm2 on a 6B-shaped ChatGLM2 with random weights.
 
 Builds the model straight on the device, writes it in the published fp16 sharded layout and as the
-int4 variant, then for each: load time with `load_chatglm2`, speed of a 512-token prompt plus 256
+int4 variant, then for each: load time with `load_chatglm2` and `prepare` (as the loader does), speed of a 512-token prompt plus 256
 greedy new tokens with `model.generate`, and peak GPU memory. Prints a table; asserts nothing
 about time. `--small --device cpu` runs the same path on a tiny model (for a CPU-only machine).
 
@@ -21,8 +21,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # import fc_chatgl
 import torch
 import transformers
 
-from fc_chatglm.chatglm2 import (CHATGLM2_6B_CONFIG, Int4Linear, dequantize_int4, load_chatglm2, random_chatglm2,
-                                 save_chatglm2, unpack_int4)
+from fc_chatglm.chatglm2 import CHATGLM2_6B_CONFIG, dequantize_int4, load_chatglm2, random_chatglm2, save_chatglm2, unpack_int4
+from fc_chatglm.folder import ModelFolder
+from fc_chatglm.speedups import Int4Linear, int4_layers, prepare
 
 SMALL = {**CHATGLM2_6B_CONFIG, 'num_layers': 2, 'hidden_size': 64, 'num_attention_heads': 4, 'kv_channels': 16,
          'ffn_hidden_size': 128, 'padded_vocab_size': 1024, 'seq_length': 2048}
@@ -63,7 +64,11 @@ def bench(name: str, folder: Path, args, ids: torch.Tensor, ref_logits: torch.Te
     "Load `folder`, then time prefill and a full greedy generation (`prefill_s` given: warm up on the full length)."
     dev = torch.device(args.device)
     reset_peak(dev)
-    model, load_s = timed(lambda: load_chatglm2(folder, dev, args.dtype), dev)
+    def load():
+        f = ModelFolder.read(folder)
+        m = load_chatglm2(f.config, f.weights, dev, args.dtype, int4_layers=int4_layers if dev.type == 'cuda' else None)
+        return prepare(m, dev, args.dtype, upcast=False)
+    model, load_s = timed(load, dev)
     row = {'variant': name, 'load_s': load_s, 'weights_GB': mem(dev)}
     ids = ids.to(dev)
     with torch.no_grad():

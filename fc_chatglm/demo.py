@@ -6,13 +6,14 @@
 __all__ = ['DEMO_CORPUS', 'DEMO_NOTE', 'demo_config', 'build_demo', 'load_demo']
 
 # %% ../nbs/04_demo.ipynb #12f3ad10
-import json
 from pathlib import Path
 
 import torch
 from transformers import GlmConfig, GlmForCausalLM
 
 from .chatglm2 import load_chatglm2, save_chatglm2
+from .folder import ModelFolder
+from .speedups import prepare
 from .tokenizer import ChatGLMTokenizer, train_sentencepiece
 
 # %% ../nbs/04_demo.ipynb #b207eee6
@@ -63,7 +64,9 @@ def load_demo(folder: Path, # a folder for the demo's files (built there if miss
               seed: int = 0, # the seed used when building
               device: str = 'cpu', # where to put the model
               ) -> tuple[GlmForCausalLM, ChatGLMTokenizer]:
-    "The demo model and tokenizer, built in `folder` if needed and loaded like a real checkpoint."
+    "The demo model and tokenizer, built in `folder` if needed and loaded and prepared like a real checkpoint."
     folder = Path(folder)
     if not (folder/'DEMO.md').exists(): build_demo(folder, seed)
-    return load_chatglm2(folder, device=device, dtype=torch.float32), ChatGLMTokenizer.from_folder(folder)
+    demo = ModelFolder.read(folder)
+    model = load_chatglm2(demo.config, demo.weights, device=device, dtype=torch.float32)
+    return prepare(model, device, torch.float32), ChatGLMTokenizer.from_folder(folder)

@@ -22,7 +22,8 @@ import traitlets
 from markdown_it import MarkdownIt
 
 from .engine import Engine, Outcome
-from .load import LoadOptions, check_folder, load_engine, resolve_decode, resolve_device, resolve_dtype
+from .folder import ModelFolder
+from .load import LoadOptions, load_engine, resolve_decode, resolve_device, resolve_dtype
 from .schemas import ChatRequest, Message, Role, Settings, UserError
 
 log = logging.getLogger('fc_chatglm')
@@ -476,7 +477,7 @@ def chat(model: Path | str | None = None, # the model folder; None: `model`
     device = resolve_device(opts.device)
     resolve_decode(opts.decode, device)
     if opts.dtype != 'auto': resolve_dtype(opts.dtype, device)
-    if not demo: check_folder(opts.model)
+    if not demo: ModelFolder.read(opts.model)
     w = ChatWidget(system=system)
     w.load(opts, loader)
     if wait: w.wait()
