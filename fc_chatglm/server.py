@@ -5,8 +5,9 @@
 # %% auto #0
 __all__ = ['log', 'DONE', 'LINE_INTERVAL', 'EMPTY', 'CHARSETS', 'READ', 'BOMS', 'MAX_BODY', 'ROUTES', 'ModelHost', 'Job',
            'Worker', 'Inbox', 'failure', 'stream_failure', 'stream_lines', 'hang_up', 'Refusal', 'refuse', 'Limits',
-           'read_capped', 'receive', 'body_schema', 'text_codec', 'plain_text', 'embed_failure', 'timed_out',
-           'create_app', 'open_socket']
+           'read_capped', 'receive', 'body_schema', 'text_codec', 'plain_text', 'embed_failure', 'lifespan', 'admit',
+           'timed_out', 'full_reply', 'add_full_replies', 'stream_reply', 'add_streams', 'add_cancels', 'add_embedding',
+           'add_health', 'create_app', 'open_socket']
 
 # %% ../nbs/07_server.ipynb #e22a21d3
 import asyncio
@@ -323,6 +324,27 @@ ROUTES = {'chat-rest': '/chat', 'chat-stream': '/chat/stream', 'chat-stream-canc
           'text-completion-rest': '/text', 'text-completion-stream': '/text/stream',
           'text-completion-stream-cancel': '/text/stream/cancel', 'embedding-rest': '/embedding'}
 
+# %% ../nbs/07_server.ipynb #0abc692a
+@asynccontextmanager
+async def lifespan(app: FastAPI):
+    "Run the app's `on_start` when the server starts; stop its streams and threads when it stops."
+    if app.state.on_start: app.state.on_start()
+    yield
+    app.state.worker.shutdown(); app.state.embedder.shutdown(wait=False, cancel_futures=True)
+
+# %% ../nbs/07_server.ipynb #4a1d02dc
+async def admit(app: FastAPI, # the app: its state holds the host, the worker and the limits
+                http: Request, # the request
+                model: type[TextRequest], # ChatRequest or TextRequest
+                feature: str, # 'chat' or 'text'
+                ) -> tuple[TextRequest, Job]:
+    "The request, read and checked, and its job; a `Refusal` if it cannot be served now."
+    host, worker, limits = app.state.host, app.state.worker, app.state.limits
+    request = await receive(http, model, limits)
+    if (why := host.unavailable()) or (why := worker.busy(limits.queue)): raise Refusal(why)
+    return request, Job(feature)
+
+# %% ../nbs/07_server.ipynb #4ed748fd
 def timed_out(job: Job, outcome: Outcome, seconds: float) -> Reply:
     "The full reply of `job`, stopped when its `seconds` ran out: the text so far, or an error saying why there is none."
     log.warning('%s: stopped at the %g s allowed for a full reply (reply_seconds in config.json; the app waits 100 s at most), '
@@ -332,6 +354,98 @@ def timed_out(job: Job, outcome: Outcome, seconds: float) -> Reply:
                        'requests or is too slow. Try again, turn streaming on, or lower "max response tokens".')
 
 # %% ../nbs/07_server.ipynb #59f30564
+async def full_reply(app: FastAPI, # the app
+                     http: Request, # the request
+                     model: type[TextRequest], # ChatRequest or TextRequest
+                     feature: str, # 'chat' or 'text'
+                     ) -> Reply | Response:
+    "The whole reply to `http` within `reply_seconds`, or a refusal or failure the app shows."
+    host, worker, limits = app.state.host, app.state.worker, app.state.limits
+    try: request, job = await admit(app, http, model, feature)
+    except Refusal as r: return refuse(r, stream=False)
+    watch = asyncio.ensure_future(hang_up(http, job))
+    timer = asyncio.get_running_loop().call_later(limits.reply_seconds, job.expire)
+    try: outcome = await worker.submit(host.engine, request, job)
+    except Exception as e: return failure(e)
+    finally: watch.cancel(); timer.cancel()
+    log.info('%s: %s, %d tokens in %.2fs; prompt %d tokens, %d of them cached', feature, outcome.reason, outcome.tokens,
+             outcome.seconds, outcome.prompt_tokens, outcome.reused)
+    if job.timed_out: return timed_out(job, outcome, limits.reply_seconds)
+    if not outcome.text: return Reply.error(EMPTY)
+    return Reply(content=outcome.text)
+
+def add_full_replies(app: FastAPI, routes: dict[str, str]):
+    "The chat and text-completion routes that answer with one `Reply`."
+    @app.post(routes['chat-rest'], openapi_extra=body_schema(ChatRequest))
+    async def chat(http: Request) -> Reply: return await full_reply(app, http, ChatRequest, 'chat')
+    @app.post(routes['text-completion-rest'], openapi_extra=body_schema(TextRequest))
+    async def text(http: Request) -> Reply: return await full_reply(app, http, TextRequest, 'text')
+
+# %% ../nbs/07_server.ipynb #33e1b6f1
+async def stream_reply(app: FastAPI, # the app
+                       http: Request, # the request
+                       model: type[TextRequest], # ChatRequest or TextRequest
+                       feature: str, # 'chat' (each line the whole reply) or 'text' (each line the new text)
+                       ) -> Response:
+    "The app's stream of lines for `http`; a refusal as one line, then `[DONE]`."
+    worker = app.state.worker
+    try: request, job = await admit(app, http, model, feature)
+    except Refusal as r: return refuse(r, stream=True)
+    async def gone():  # the response ended, maybe before its lines were read: nothing keeps generating
+        job.cancel.set(); worker.streams.discard(job)
+    lines = stream_lines(worker, app.state.host.engine, request, job, append=feature == 'text')
+    return StreamingResponse(lines, media_type='text/event-stream', headers={'Cache-Control': 'no-cache'},
+                             background=BackgroundTask(gone))
+
+def add_streams(app: FastAPI, routes: dict[str, str]):
+    "The chat and text-completion stream routes."
+    @app.post(routes['chat-stream'], openapi_extra=body_schema(ChatRequest))
+    async def chat_stream(http: Request): return await stream_reply(app, http, ChatRequest, 'chat')
+    @app.post(routes['text-completion-stream'], openapi_extra=body_schema(TextRequest))
+    async def text_stream(http: Request): return await stream_reply(app, http, TextRequest, 'text')
+
+# %% ../nbs/07_server.ipynb #364d656f
+def add_cancels(app: FastAPI, routes: dict[str, str]):
+    "The chat and text-completion cancel routes: each stops its feature's streams."
+    def cancel(feature: str) -> dict:
+        n = app.state.worker.cancel(feature)
+        if n: log.info('%s: cancel stopped %d stream(s)', feature, n)
+        return {'cancelled': n}
+    @app.post(routes['chat-stream-cancel'])
+    async def chat_cancel() -> dict: return cancel('chat')
+    @app.post(routes['text-completion-stream-cancel'])
+    async def text_cancel() -> dict: return cancel('text')
+
+# %% ../nbs/07_server.ipynb #92ff6f46
+def add_embedding(app: FastAPI, path: str):
+    "The embedding route at `path`: the raw body's text -> `{\"embedding\": [...]}`."
+    @app.post(path)
+    async def embedding(http: Request) -> JSONResponse:
+        "The raw body's text -> `{\"embedding\": [...]}`; a failure is a status the app can tell apart."
+        ctype, embeddings = http.headers.get('content-type'), app.state.embeddings
+        too_long = lambda: EmbedError(f'The body is over {MAX_BODY:,} bytes, so over the {MAX_CHARS:,} characters one '
+                                      'request embeds. Split the document into smaller chunks.', 413)
+        try:
+            text_codec(ctype)  # an unread charset is refused before the body is read
+            body = await read_capped(http, MAX_BODY, too_long)
+            vector = await asyncio.get_running_loop().run_in_executor(app.state.embedder,
+                                                                      lambda: embeddings.embed(plain_text(body, ctype)))
+        except Exception as e: return embed_failure(e)
+        return JSONResponse({'embedding': vector})
+
+# %% ../nbs/07_server.ipynb #a113fe96
+def add_health(app: FastAPI):
+    "The `/health` route."
+    @app.get('/health')
+    async def health() -> dict:
+        "Loading progress, readiness or the failure, and how busy the model is."
+        host, worker = app.state.host, app.state.worker
+        e = host.engine
+        return {'status': host.status, 'progress': round(host.progress, 3), 'detail': host.detail, 'error': host.error,
+                'model': getattr(e, 'name', None), 'decode': getattr(e, 'decode', None),  # eager, graph or compile
+                'streams': len(worker.streams), 'waiting': worker.waiting, 'embedding': app.state.embeddings.health()}
+
+# %% ../nbs/07_server.ipynb #e5f73abb
 def create_app(host: ModelHost, # the model, or its loading state
                routes: dict[str, str] = ROUTES, # endpoint type -> path, from the manifest
                on_start: Callable[[], None] | None = None, # run once the server starts (the launcher starts loading)
@@ -340,87 +454,15 @@ def create_app(host: ModelHost, # the model, or its loading state
                guard: Guard = Guard(), # who may call, and the time limits (`06b_guard`)
                ) -> FastAPI:
     "The connector's FastAPI app over `host`."
-    worker, embeddings = Worker(), embeddings or Embeddings(OFF)
-    embedder = ThreadPoolExecutor(max_workers=1, thread_name_prefix='embed')  # apart from generation: neither waits for the other
-    @asynccontextmanager
-    async def lifespan(app):
-        if on_start: on_start()
-        yield
-        worker.shutdown(); embedder.shutdown(wait=False, cancel_futures=True)
     app = FastAPI(title='fc_chatglm', lifespan=lifespan, docs_url=None, redoc_url=None,  # the interactive docs load scripts from a CDN
                   description='A Fantasy Copilot connector for ChatGLM2-6B and Hugging Face chat models')
     app.add_middleware(GuardMiddleware, guard=guard)  # in front of every route, /health and unknown paths included
-    app.state.host, app.state.worker, app.state.limits, app.state.guard = host, worker, limits, guard
-    app.state.embeddings, app.state.embedder = embeddings, embedder  # for routes added later (`07a_openai_api`)
-
-    async def admit(http: Request, model: type[TextRequest], feature: str) -> tuple[TextRequest, Job]:
-        "The request, read and checked, and its job; a `Refusal` if it cannot be served now."
-        request = await receive(http, model, limits)
-        if (why := host.unavailable()) or (why := worker.busy(limits.queue)): raise Refusal(why)
-        return request, Job(feature)
-
-    async def full(http: Request, model: type[TextRequest], feature: str) -> Reply | Response:
-        try: request, job = await admit(http, model, feature)
-        except Refusal as r: return refuse(r, stream=False)
-        watch = asyncio.ensure_future(hang_up(http, job))
-        timer = asyncio.get_running_loop().call_later(limits.reply_seconds, job.expire)
-        try: outcome = await worker.submit(host.engine, request, job)
-        except Exception as e: return failure(e)
-        finally: watch.cancel(); timer.cancel()
-        log.info('%s: %s, %d tokens in %.2fs; prompt %d tokens, %d of them cached', feature, outcome.reason, outcome.tokens,
-                 outcome.seconds, outcome.prompt_tokens, outcome.reused)
-        if job.timed_out: return timed_out(job, outcome, limits.reply_seconds)
-        if not outcome.text: return Reply.error(EMPTY)
-        return Reply(content=outcome.text)
-
-    async def stream(http: Request, model: type[TextRequest], feature: str) -> Response:
-        try: request, job = await admit(http, model, feature)
-        except Refusal as r: return refuse(r, stream=True)
-        async def gone():  # the response ended, maybe before its lines were read: nothing keeps generating
-            job.cancel.set(); worker.streams.discard(job)
-        lines = stream_lines(worker, host.engine, request, job, append=feature == 'text')
-        return StreamingResponse(lines, media_type='text/event-stream', headers={'Cache-Control': 'no-cache'},
-                                 background=BackgroundTask(gone))
-
-    def cancel(feature: str) -> dict:
-        n = worker.cancel(feature)
-        if n: log.info('%s: cancel stopped %d stream(s)', feature, n)
-        return {'cancelled': n}
-
-    chat_doc, text_doc = body_schema(ChatRequest), body_schema(TextRequest)
-    @app.post(routes['chat-rest'], openapi_extra=chat_doc)
-    async def chat(http: Request) -> Reply: return await full(http, ChatRequest, 'chat')
-    @app.post(routes['chat-stream'], openapi_extra=chat_doc)
-    async def chat_stream(http: Request): return await stream(http, ChatRequest, 'chat')
-    @app.post(routes['chat-stream-cancel'])
-    async def chat_cancel() -> dict: return cancel('chat')
-    @app.post(routes['text-completion-rest'], openapi_extra=text_doc)
-    async def text(http: Request) -> Reply: return await full(http, TextRequest, 'text')
-    @app.post(routes['text-completion-stream'], openapi_extra=text_doc)
-    async def text_stream(http: Request): return await stream(http, TextRequest, 'text')
-    @app.post(routes['text-completion-stream-cancel'])
-    async def text_cancel() -> dict: return cancel('text')
-
-    @app.post(routes['embedding-rest'])
-    async def embedding(http: Request) -> JSONResponse:
-        "The raw body's text -> `{\"embedding\": [...]}`; a failure is a status the app can tell apart."
-        ctype = http.headers.get('content-type')
-        too_long = lambda: EmbedError(f'The body is over {MAX_BODY:,} bytes, so over the {MAX_CHARS:,} characters one '
-                                      'request embeds. Split the document into smaller chunks.', 413)
-        try:
-            text_codec(ctype)  # an unread charset is refused before the body is read
-            body = await read_capped(http, MAX_BODY, too_long)
-            vector = await asyncio.get_running_loop().run_in_executor(embedder, lambda: embeddings.embed(plain_text(body, ctype)))
-        except Exception as e: return embed_failure(e)
-        return JSONResponse({'embedding': vector})
-
-    @app.get('/health')
-    async def health() -> dict:
-        "Loading progress, readiness or the failure, and how busy the model is."
-        e = host.engine
-        return {'status': host.status, 'progress': round(host.progress, 3), 'detail': host.detail, 'error': host.error,
-                'model': getattr(e, 'name', None), 'decode': getattr(e, 'decode', None),  # eager, graph or compile
-                'streams': len(worker.streams), 'waiting': worker.waiting, 'embedding': embeddings.health()}
+    app.state.host, app.state.worker, app.state.limits, app.state.guard = host, Worker(), limits, guard
+    app.state.embeddings = embeddings or Embeddings(OFF)
+    app.state.embedder = ThreadPoolExecutor(max_workers=1, thread_name_prefix='embed')  # apart from generation: neither waits for the other
+    app.state.on_start = on_start
+    add_full_replies(app, routes); add_streams(app, routes); add_cancels(app, routes)
+    add_embedding(app, routes['embedding-rest']); add_health(app)
     return app
 
 # %% ../nbs/07_server.ipynb #6f4cfeb0

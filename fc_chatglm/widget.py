@@ -4,7 +4,7 @@
 
 # %% auto #0
 __all__ = ['log', 'text_html', 'turn_html', 'conversation_html', 'outcome_status', 'Throttle', 'Transcript', 'ChatView',
-           'ChatInput', 'in_own_words', 'ChatWidget', 'chat']
+           'ChatInput', 'in_own_words', 'ChatControls', 'ChatReplies', 'ChatEdits', 'ChatWidget', 'chat']
 
 # %% ../nbs/10_widget.ipynb #c48106de
 import html
@@ -260,17 +260,10 @@ def in_own_words(message: str) -> str:
     "An engine's message with the app's name for a setting replaced by the widget's own (the slider's label)."
     return re.sub(r'"max response tokens"( in the session settings)?', '"max new tokens"', message)
 
-# %% ../nbs/10_widget.ipynb #e438c175
-class ChatWidget:
-    "A chat with an `Engine` in a notebook: streaming, stoppable, with the app's settings."
-    def __init__(self, engine: Engine | None = None, # what generates the replies; None: the one `load` brings
-                 system: str | None = None, # the session's instructions, sent first in every request
-                 redraw_s: float = 0.05): # the shortest time between two redraws of a growing reply
-        self.engine, self.system, self.redraw_s = engine, system, redraw_s
-        self.transcript, self._cancel, self._thread, self._loader = Transcript(system), threading.Event(), None, None
-        self._running = self._writing = False  # a reply's thread is running / its text is on screen as it grows
-        self.load_error: str | None = None  # why `load` failed
-        self.reply, self.outcome, self.redraws = '', None, 0  # the growing reply, the last Outcome, redraws so far
+# %% ../nbs/10_widget.ipynb #7826e319
+class ChatControls:
+    "The chat's controls, laid out: the conversation, the message box, the buttons, the settings, the progress and the status."
+    def __init__(self):
         self.conversation = ChatView()
         self.text = ChatInput(layout=widgets.Layout(width='100%'))
         self.send_button = _button('Send', 'paper-plane', 'Send the message in the box', button_style='primary')
@@ -284,21 +277,45 @@ class ChatWidget:
         self.top_p = _slider(widgets.FloatSlider, 'top-p (0: off)', 0, 0, 1, 0.05, '.2f')
         self.progress = widgets.FloatProgress(value=0, min=0, max=1, layout=widgets.Layout(width='100%', display='none'))
         self.status = widgets.HTML()
-        self._say(f'Ready: {engine.name}' if engine else 'No model yet.')
-        if engine is not None: self._fit_window()
-        self.text.on_submit(self.send)
-        for button, act in ((self.send_button, self.send), (self.stop_button, self.stop), (self.retry_button, self.retry),
-                            (self.edit_button, self.edit), (self.clear_button, self.clear)):
-            button.on_click(lambda _, act=act: act())
-        self.markdown.observe(lambda _: self._draw(), names='value')
         self.ui = widgets.VBox([self.conversation, self.text,
             widgets.HBox([self.send_button, self.stop_button, self.retry_button, self.edit_button, self.clear_button, self.markdown]),
             widgets.HBox([self.temperature, self.max_tokens, self.top_p], layout=widgets.Layout(flex_flow='row wrap')),
             self.progress, self.status])
+
+    def _repr_mimebundle_(self, **kwargs): return self.ui._repr_mimebundle_(**kwargs)
+
+    def settings(self) -> Settings:
+        "The settings the sliders show, as the app would send them."
+        return Settings(temperature=self.temperature.value, max_response_tokens=self.max_tokens.value, top_p=self.top_p.value)
+
+    def _say(self, text: str): self.status.value = f'<small>{html.escape(text)}</small>'
+
+    def _fit_window(self, window: int | None): # the model's context window in tokens, if it says
+        "Keep the max new tokens inside the model's context window (when it is known)."
+        if not window: return
+        self.max_tokens.value = min(self.max_tokens.value, window - 1)
+        self.max_tokens.max = window - 1
+
+# %% ../nbs/10_widget.ipynb #e438c175
+class ChatReplies(ChatControls):
+    "A chat with an `Engine`: a message's reply streams into the view from a background thread; Stop ends it."
+    def __init__(self, engine: Engine | None = None, # what generates the replies
+                 system: str | None = None, # the session's instructions, sent first in every request
+                 redraw_s: float = 0.05): # the shortest time between two redraws of a growing reply
+        super().__init__()
+        self.engine, self.system, self.redraw_s = engine, system, redraw_s
+        self.transcript, self._cancel, self._thread = Transcript(system), threading.Event(), None
+        self._running = self._writing = False  # a reply's thread is running / its text is on screen as it grows
+        self.reply, self.outcome, self.redraws = '', None, 0  # the growing reply, the last Outcome, redraws so far
+        self._say(f'Ready: {engine.name}' if engine else 'No model yet.')
+        self._fit_window(getattr(engine, 'window', None))
+        self.text.on_submit(self.send)
+        for button, act in self._actions(): button.on_click(lambda _, act=act: act())
+        self.markdown.observe(lambda _: self._draw(), names='value')
         self._controls()
         self._draw()
 
-    def _repr_mimebundle_(self, **kwargs): return self.ui._repr_mimebundle_(**kwargs)
+    def _actions(self) -> list: return [(self.send_button, self.send), (self.stop_button, self.stop), (self.clear_button, self.clear)]
 
     @property
     def history(self) -> list[Message]:
@@ -309,24 +326,6 @@ class ChatWidget:
     def busy(self) -> bool:
         "Whether a reply is being generated."
         return self._running
-
-    @property
-    def loading(self) -> bool:
-        "Whether `load` is still loading the engine."
-        return self._loader is not None and self._loader.is_alive()
-
-    def settings(self) -> Settings:
-        "The settings the sliders show, as the app would send them."
-        return Settings(temperature=self.temperature.value, max_response_tokens=self.max_tokens.value, top_p=self.top_p.value)
-
-    def _say(self, text: str): self.status.value = f'<small>{html.escape(text)}</small>'
-
-    def _fit_window(self):
-        "Keep the max new tokens inside the engine's context window (when it says how long that is)."
-        window = getattr(self.engine, 'window', None)
-        if not window: return
-        self.max_tokens.value = min(self.max_tokens.value, window - 1)
-        self.max_tokens.max = window - 1
 
     def _draw(self, turns: bool = True): # False: only the growing reply changed
         with self.transcript.lock, self.conversation.hold_sync():  # one message: the browser draws both at once
@@ -346,9 +345,7 @@ class ChatWidget:
     def _refusal(self) -> str | None:
         "Why no reply can start now (None: one can)."
         if self._running: return 'A reply is still being written: wait for it, or Stop it.'
-        if self.engine is not None: return None
-        if self.loading: return f'The model is still loading ({self.progress.value:.0%}): wait for it.'
-        return f'The model did not load: {self.load_error}' if self.load_error else 'There is no model: load one first.'
+        return None if self.engine is not None else 'There is no model: load one first.'
 
     def send(self, text: str | None = None, # the message; None: the text box's, which is then emptied
              ) -> threading.Thread | None:
@@ -359,24 +356,6 @@ class ChatWidget:
         if not text.strip(): self._say('Nothing to send: the message is empty.'); return None
         if from_box: self.text.value = ''; self.text.focus()  # the next message can be typed at once
         return self._start(text)
-
-    def retry(self) -> threading.Thread | None:
-        "Write the reply to the last message again, in place of the one it got (if any); return the reply's thread."
-        if refusal := self._refusal(): self._say(refusal); return None
-        text = self.transcript.take_last()
-        if text is None: self._say('Nothing to retry: there is no message yet.'); return None
-        return self._start(text)
-
-    def edit(self) -> str | None:
-        "Take the last message back into the text box, and remove it and its reply from the conversation."
-        if self._running: self._say('A reply is still being written: wait for it, or Stop it.'); return None
-        text = self.transcript.take_last()
-        if text is None: self._say('Nothing to edit: there is no message yet.'); return None
-        self.text.value = text
-        self._say('The last message is back in the box: change it and Send.')
-        self._controls()
-        self._draw()
-        return text
 
     def _start(self, text: str) -> threading.Thread:
         request = ChatRequest(message=text, history=self.history, settings=self.settings())
@@ -421,11 +400,10 @@ class ChatWidget:
         self._cancel.set()
         self._say('Stopping…')
 
-    def wait(self, timeout: float | None = None) -> bool: # seconds at most, for each; None: as long as it takes
-        "Wait for the loading and the running reply to end; True if neither runs any more."
-        for thread in (self._loader, self._thread):
-            if thread is not None: thread.join(timeout)
-        return not (self.loading or self._running)
+    def wait(self, timeout: float | None = None) -> bool: # seconds at most; None: as long as it takes
+        "Wait for the running reply to end; True if none runs any more."
+        if self._thread is not None: self._thread.join(timeout)
+        return not self._running
 
     def clear(self):
         "Forget the conversation (the system message stays); a running reply is stopped first."
@@ -436,6 +414,55 @@ class ChatWidget:
         self._say('Cleared.')
         self._controls()
         self._draw()
+
+# %% ../nbs/10_widget.ipynb #6a7dd37a
+class ChatEdits(ChatReplies):
+    "A chat whose last message can be answered again (Retry) or taken back to be changed (Edit)."
+    def _actions(self) -> list: return super()._actions() + [(self.retry_button, self.retry), (self.edit_button, self.edit)]
+
+    def retry(self) -> threading.Thread | None:
+        "Write the reply to the last message again, in place of the one it got (if any); return the reply's thread."
+        if refusal := self._refusal(): self._say(refusal); return None
+        text = self.transcript.take_last()
+        if text is None: self._say('Nothing to retry: there is no message yet.'); return None
+        return self._start(text)
+
+    def edit(self) -> str | None:
+        "Take the last message back into the text box, and remove it and its reply from the conversation."
+        if self._running: self._say('A reply is still being written: wait for it, or Stop it.'); return None
+        text = self.transcript.take_last()
+        if text is None: self._say('Nothing to edit: there is no message yet.'); return None
+        self.text.value = text
+        self._say('The last message is back in the box: change it and Send.')
+        self._controls()
+        self._draw()
+        return text
+
+# %% ../nbs/10_widget.ipynb #bb50fcf3
+class ChatWidget(ChatEdits):
+    "A chat with an `Engine` in a notebook: streaming, stoppable, with the app's settings."
+    def __init__(self, engine: Engine | None = None, # what generates the replies; None: the one `load` brings
+                 system: str | None = None, # the session's instructions, sent first in every request
+                 redraw_s: float = 0.05): # the shortest time between two redraws of a growing reply
+        self._loader, self.load_error = None, None  # the loading thread; why `load` failed
+        super().__init__(engine, system, redraw_s)
+
+    @property
+    def loading(self) -> bool:
+        "Whether `load` is still loading the engine."
+        return self._loader is not None and self._loader.is_alive()
+
+    def _refusal(self) -> str | None:
+        "Why no reply can start now (None: one can)."
+        if self.engine is None and not self._running:
+            if self.loading: return f'The model is still loading ({self.progress.value:.0%}): wait for it.'
+            if self.load_error: return f'The model did not load: {self.load_error}'
+        return super()._refusal()
+
+    def wait(self, timeout: float | None = None) -> bool: # seconds at most, for each; None: as long as it takes
+        "Wait for the loading and the running reply to end; True if neither runs any more."
+        if self._loader is not None: self._loader.join(timeout)
+        return super().wait(timeout) and not self.loading
 
     def load(self, opts: LoadOptions, # what to load, as for the server
              loader: Callable[..., Engine] = load_engine, # called with (opts, progress); a stand-in in tests
@@ -449,7 +476,7 @@ class ChatWidget:
         def run():
             try:
                 self.engine = loader(opts, progress)
-                self._fit_window()
+                self._fit_window(getattr(self.engine, 'window', None))
                 self._say(f'Ready: {self.engine.name}')
             except Exception as e:  # shown where the person looks, like a failed reply
                 if not isinstance(e, UserError): log.exception('widget: loading failed')
