@@ -81,15 +81,17 @@ class Job:
 
 class Worker:
     "Runs generations one at a time, in arrival order, off the event loop."
-    def __init__(self):
+    def __init__(self, width: int = 16): # how many requests a `concurrent` engine runs side by side (max_queue)
         self.pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix='generate')
+        self.wide = ThreadPoolExecutor(max_workers=width, thread_name_prefix='concurrent')  # for an engine that serves many requests at once (`07b_upstream`): no queue here
         self.streams: set[Job] = set()  # stream jobs that a cancel can reach
         self.waiting = 0  # jobs submitted and not finished (the running one included)
 
     def submit(self, engine: Engine, request, job: Job, on_text=lambda s: None) -> asyncio.Future:
         "Queue the generation now (counted at once); the future gives its `Outcome`."
         self.waiting += 1
-        future = asyncio.get_running_loop().run_in_executor(self.pool, engine.generate, request, job.cancel, on_text)
+        pool = self.wide if getattr(engine, 'concurrent', False) else self.pool
+        future = asyncio.get_running_loop().run_in_executor(pool, engine.generate, request, job.cancel, on_text)
         future.add_done_callback(self._finished)
         return future
 
@@ -114,7 +116,7 @@ class Worker:
     def shutdown(self):
         "Stop all streams and let the worker thread end."
         for j in list(self.streams): j.cancel.set()
-        self.pool.shutdown(wait=False, cancel_futures=True)
+        self.pool.shutdown(wait=False, cancel_futures=True); self.wide.shutdown(wait=False, cancel_futures=True)
 
 # %% ../nbs/07_server.ipynb #7115fff1
 class Inbox:
@@ -344,7 +346,7 @@ def create_app(host: ModelHost, # the model, or its loading state
                guard: Guard = Guard(), # who may call, and the time limits (`06b_guard`)
                ) -> FastAPI:
     "The connector's FastAPI app over `host`."
-    worker, embeddings = Worker(), embeddings or Embeddings(OFF)
+    worker, embeddings = Worker(limits.queue), embeddings or Embeddings(OFF)
     embedder = ThreadPoolExecutor(max_workers=1, thread_name_prefix='embed')  # apart from generation: neither waits for the other
     @asynccontextmanager
     async def lifespan(app):
@@ -424,7 +426,8 @@ def create_app(host: ModelHost, # the model, or its loading state
         e = host.engine
         return {'status': host.status, 'progress': round(host.progress, 3), 'detail': host.detail, 'error': host.error,
                 'model': getattr(e, 'name', None), 'decode': getattr(e, 'decode', None),  # eager, graph or compile
-                'streams': len(worker.streams), 'waiting': worker.waiting, 'embedding': embeddings.health()}
+                'streams': len(worker.streams), 'waiting': worker.waiting, 'embedding': embeddings.health(),
+                **({'upstream': e.health()} if hasattr(e, 'health') else {})}  # an upstream engine's state (`07b_upstream`)
     return app
 
 # %% ../nbs/07_server.ipynb #3f75b570
