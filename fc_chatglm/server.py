@@ -90,8 +90,10 @@ class Worker:
     def submit(self, engine: Engine, request, job: Job, on_text=lambda s: None) -> asyncio.Future:
         "Queue the generation now (counted at once); the future gives its `Outcome`."
         self.waiting += 1
-        pool = self.wide if getattr(engine, 'concurrent', False) else self.pool
-        future = asyncio.get_running_loop().run_in_executor(pool, engine.generate, request, job.cancel, on_text)
+        if hasattr(engine, 'agenerate'): future = asyncio.ensure_future(engine.agenerate(request, job.cancel, on_text))  # runs on this loop (`07b_upstream`)
+        else:
+            pool = self.wide if getattr(engine, 'concurrent', False) else self.pool
+            future = asyncio.get_running_loop().run_in_executor(pool, engine.generate, request, job.cancel, on_text)
         future.add_done_callback(self._finished)
         return future
 

@@ -197,7 +197,7 @@ class UpstreamClient:
         self.up, self.transport, self.model = upstream, transport, upstream.model
         self.state, self.detail, self.checked = 'unknown', 'not asked yet', None  # what /health shows
         self.running = 0  # requests being answered now
-        self._loop, self._client, self._lock, self._probe = None, None, threading.Lock(), None
+        self._loop, self._clients, self._lock, self._probe = None, {}, threading.Lock(), None
 
     def loop(self) -> asyncio.AbstractEventLoop:
         "The event loop, on a daemon thread started at its first use."
@@ -212,12 +212,13 @@ class UpstreamClient:
         return asyncio.run_coroutine_threadsafe(coro, self.loop())
 
     def client(self) -> httpx.AsyncClient:
-        "The HTTP client (used on the loop), made at its first use; it keeps connections alive, with no limit of its own."
-        if self._client is None:
-            self._client = httpx.AsyncClient(
+        "The running event loop's HTTP client, made at its first use; it keeps connections alive, with no limit of its own."
+        loop = asyncio.get_running_loop()
+        if (c := self._clients.get(loop)) is None:
+            c = self._clients[loop] = httpx.AsyncClient(
                 transport=self.transport, headers=self.up.headers(), timeout=httpx.Timeout(self.up.timeout, connect=self.up.connect_timeout),
                 limits=httpx.Limits(max_connections=None, max_keepalive_connections=64))
-        return self._client
+        return c
 
     def note(self, state: str, detail: str):
         "Remember the upstream's state for /health."
@@ -225,9 +226,10 @@ class UpstreamClient:
 
     def close(self):
         "Close the connections and stop the loop."
-        if self._loop is None: return
-        if self._client is not None: self.run(self._client.aclose()).result(10)
-        self._loop.call_soon_threadsafe(self._loop.stop)
+        for loop, c in list(self._clients.items()):
+            if loop is self._loop: self.run(c.aclose()).result(10)
+            elif loop.is_running(): asyncio.run_coroutine_threadsafe(c.aclose(), loop)  # the server's: closed when its loop runs next
+        if self._loop is not None: self._loop.call_soon_threadsafe(self._loop.stop)
 
 # %% ../nbs/07b_upstream.ipynb #58abb506
 async def probe(c: UpstreamClient) -> str:
@@ -288,7 +290,7 @@ async def stream(c: UpstreamClient, body: dict, got: Progress, on_text: Callable
 # %% ../nbs/07b_upstream.ipynb #88faa1f8
 class UpstreamEngine(UpstreamClient):
     "An `Engine` whose replies come from an OpenAI-compatible server; many requests run at once."
-    concurrent = True  # the `Worker` runs its requests side by side: the upstream batches them
+    concurrent = True  # the `Worker` runs its requests side by side (`agenerate` on its loop, `generate` on many threads)
     decode = None  # /health's decode mode: not this process's
     POLL = 0.01  # seconds between two looks at a request's cancel event
 
@@ -305,7 +307,7 @@ class UpstreamEngine(UpstreamClient):
         return self.run(self.agenerate(request, cancel or threading.Event(), on_text)).result()
 
     async def agenerate(self, request, cancel: threading.Event, on_text) -> Outcome:
-        "`generate`'s work, on the engine's loop."
+        "`generate`'s work, on any event loop (the server's, or the engine's own)."
         t0, got = time.perf_counter(), Progress()
         body, form = chat_body(request, await model_name(self))
         if cancel.is_set(): return Outcome('', 'cancelled', form=form)

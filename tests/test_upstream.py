@@ -15,8 +15,7 @@ import httpx
 import openai
 import pytest
 
-from conftest import ready_connector
-from fc_chatglm.launch import PROJECT
+from fc_chatglm.launch import PROJECT, start_connector
 from fc_chatglm.server import app_stream
 
 KATAN_KEY = 'katan-key'  # llm-katan asks every request for an Authorization header
@@ -37,6 +36,23 @@ def folder(path: Path, **config) -> Path:
     return path
 
 
+@contextmanager
+def ready_connector(*args: str, cwd: Path = PROJECT, timeout: float = 120):
+    "`start_connector`; yields its base URL once /health says ready (a refused connection is retried: the socket may not listen yet)."
+    proc, url = start_connector(*args, cwd=cwd)
+    try:
+        deadline = time.time() + timeout
+        while True:
+            assert time.time() < deadline and proc.poll() is None, 'the connector did not get ready'
+            try:
+                if httpx.get(url + '/health').json()['status'] == 'ready': break
+            except httpx.TransportError: pass
+            time.sleep(0.1)
+        yield url
+    finally:
+        proc.kill(); proc.wait()
+
+
 def body(message: str, settings: dict, history=()) -> bytes:
     return json.dumps({'message': message, 'history': list(history), 'settings': settings}).encode()
 
@@ -54,11 +70,15 @@ def idle(base: str, seconds: float = 10) -> dict:
     return h
 
 
-def cancel(base: str, feature: str = 'chat') -> None:
-    "The app's cancel: a POST with no body and no content type."
-    with socket.create_connection(('127.0.0.1', int(base.rsplit(':', 1)[1]))) as s:
-        s.sendall(f'POST /{feature}/stream/cancel HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 0\r\nConnection: close\r\n\r\n'.encode())
-        s.recv(4096)
+def cancel(base: str, feature: str = 'chat') -> dict:
+    "The app's cancel: a POST with no body and no content type (and the whole base URL as its Host, as the app sends it)."
+    with socket.create_connection(('127.0.0.1', int(base.rsplit(':', 1)[1])), timeout=30) as s:
+        s.sendall(f'POST /{feature}/stream/cancel HTTP/1.1\r\nHost: {base}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n'.encode())
+        raw = b''
+        while chunk := s.recv(65536): raw += chunk
+    head, _, rest = raw.partition(b'\r\n\r\n')
+    assert head.split()[1] == b'200', raw
+    return json.loads(rest)
 
 
 # ---------------------------------------------------------------- two connectors: the demo model's /v1 as the upstream
@@ -106,7 +126,7 @@ def test_cancel_and_disconnect_stop_the_upstreams_generation(pair):
     seen = []
     def on_line(reply, sock):
         seen.append(reply)
-        if len(seen) == 3: cancel(b)
+        if len(seen) == 3: assert cancel(b) == {'cancelled': 1}
     replies, done = app_stream(b, '/chat/stream', body('tell me everything', LONG), on_line)
     assert done and len(replies) < 100  # far from 1500 tokens
     assert idle(a, 5)['waiting'] == 0  # B closed its request, and A stopped generating
