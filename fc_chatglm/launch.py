@@ -85,6 +85,7 @@ class ConnectorSettings(BaseModel):
     upstream_api_key: SecretStr | None = None  # sent to it as "Authorization: Bearer <upstream_api_key>"
     upstream_embeddings: bool = False  # embed with its /embeddings too (default: the local embedding, tuned for the app's 0.7)
     upstream_timeout: float = Field(120.0, gt=0)  # seconds it may stay silent before a request fails
+    upstream_extra: dict = {}  # more parameters for every chat request to it, e.g. {"add_special_tokens": true} (vLLM, ChatGLM2)
 
     def guard(self) -> Guard:
         "Who may call the connector, and its time limits (`06b_guard`)."
@@ -101,13 +102,13 @@ class ConnectorSettings(BaseModel):
         "The upstream server (`07b_upstream`), if one is set; a `UserError` if its address is not an http URL."
         if not self.upstream: return None
         key = self.upstream_api_key.get_secret_value() if self.upstream_api_key else None
-        return Upstream(self.upstream, self.upstream_model, key, self.upstream_embeddings, self.upstream_timeout)
+        return Upstream(self.upstream, self.upstream_model, key, self.upstream_embeddings, self.upstream_timeout, extra=self.upstream_extra)
 
     def limits(self) -> Limits:
         "The server's `Limits`."
         return Limits(self.reply_seconds, self.max_request_bytes, self.max_history, self.max_queue)
 
-FILE_ONLY = ('allowed_origins', 'allowed_hosts', 'api_key', 'header_timeout', 'body_timeout', 'max_connections', 'upstream_api_key')  # no option: a key on a command line is visible to every process
+FILE_ONLY = ('allowed_origins', 'allowed_hosts', 'api_key', 'header_timeout', 'body_timeout', 'max_connections', 'upstream_api_key', 'upstream_extra')  # no option: a key on a command line is visible to every process
 
 WINDOWS_PATHS = 'Write Windows paths with / or with doubled backslashes: "D:/models/chatglm2".'
 CONFIG_HELP = ('Fix it and restart the connector (in Fantasy Copilot, the connector\'s page opens this file); '

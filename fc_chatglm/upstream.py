@@ -48,6 +48,7 @@ class Upstream:
     embeddings: bool = False  # embed with the upstream's /embeddings too (default: the connector's own embedding model)
     timeout: float = 120  # seconds the upstream may stay silent (before the first token, or between two) before the request fails
     connect_timeout: float = 10  # seconds to open a connection to it
+    extra: dict = field(default_factory=dict)  # more parameters for every chat request, e.g. {"add_special_tokens": true} (vLLM, ChatGLM2)
 
     def __post_init__(self): object.__setattr__(self, 'url', api_root(self.url))
 
@@ -77,11 +78,12 @@ def sampling(s: Settings, # the app's generation settings
 
 def chat_body(request: ChatRequest | TextRequest, # the app's request
               model: str, # the upstream's model
+              extra: dict | None = None, # more parameters (`upstream_extra`): they may override the sampling, not the rest
               ) -> tuple[dict, str]:
     "The upstream's streamed `/chat/completions` body for `request`, and how its conversation was read."
     conv, form = conversation(request)
     for note in conv.notes: log.info('history: %s', note)
-    return {'model': model, 'messages': conv.messages(), **sampling(request.settings),
+    return {**sampling(request.settings), **(extra or {}), 'model': model, 'messages': conv.messages(),
             'stream': True, 'stream_options': {'include_usage': True}}, form
 
 # %% ../nbs/07b_upstream.ipynb #afd1d19e
@@ -309,7 +311,7 @@ class UpstreamEngine(UpstreamClient):
     async def agenerate(self, request, cancel: threading.Event, on_text) -> Outcome:
         "`generate`'s work, on any event loop (the server's, or the engine's own)."
         t0, got = time.perf_counter(), Progress()
-        body, form = chat_body(request, await model_name(self))
+        body, form = chat_body(request, await model_name(self), self.up.extra)
         if cancel.is_set(): return Outcome('', 'cancelled', form=form)
         task = asyncio.ensure_future(stream(self, body, got, on_text, t0))
         self.running += 1
