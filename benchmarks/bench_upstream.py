@@ -3,6 +3,10 @@ stream's tokens/s through the connector (the app's chat-stream, and the connecto
 straight from the upstream, the time the connector adds to the first token, and 16 streams at once through it.
 
     python benchmarks/bench_upstream.py [--tokens 256] [--rounds 15] [--itl-ms 5] [--streams 16]
+    python benchmarks/bench_upstream.py --upstream http://127.0.0.1:8000/v1 --model chatglm2-6b --sweep 1,8,32 [--extra '{...}']
+
+The second form measures a running server instead (vLLM on a GPU: benchmarks/gpu_upstream.sh): the total tokens/s of 1, 8
+and 32 streams at once, straight from it and through a connector in front of it.
 
 llm-katan (`pip install llm-katan`) writes `--itl-ms` between two chunks of 4 characters, each counted as a token here
 (5 ms: 200 tokens/s per stream, faster than a 6B model decodes one stream on a GPU). `--itl-ms 0` measures the
@@ -89,20 +93,62 @@ def v1(base: str, text: str) -> tuple[float, float, int]:
     return direct(base + '/v1', text)
 
 
+def stream_tokens(url: str, model: str, extra: dict, tokens: int) -> int:
+    "One streamed chat completion of `tokens` tokens from the OpenAI API at `url`; the completion tokens its usage counts (or its chunks)."
+    body = {'model': model, 'messages': [{'role': 'user', 'content': 'Tell me a long story.'}], 'max_tokens': tokens, 'temperature': 0.7,
+            'stream': True, 'stream_options': {'include_usage': True}, **extra}
+    n, used = 0, None
+    with CLIENT.stream('POST', url + '/chat/completions', json=body, timeout=600) as r:
+        assert r.status_code == 200, r.read()
+        for line in r.iter_lines():
+            if not line.startswith('data: {'): continue
+            event = json.loads(line[6:])
+            if event.get('usage'): used = event['usage']['completion_tokens']
+            if (event.get('choices') or [{}])[0].get('delta', {}).get('content'): n += 1
+    return used or n
+
+
+def sweep(url: str, base: str, model: str, extra: dict, levels: list[int], tokens: int):
+    "Total tokens/s of `levels` streams at once, straight from the upstream at `url` and through the connector at `base`."
+    def run(target: str, payload: dict, n: int) -> float:
+        counts = []
+        threads = [threading.Thread(target=lambda: counts.append(stream_tokens(target, model, payload, tokens))) for _ in range(n)]
+        t0 = time.perf_counter()
+        for t in threads: t.start()
+        for t in threads: t.join()
+        return sum(counts) / (time.perf_counter() - t0)
+    run(url, extra, 2); run(base + '/v1', {}, 2)  # warm-up
+    print(f'{tokens}-token streams, {model}; total tokens/s of all streams together')
+    for n in levels:
+        d = run(url, extra, n); c = run(base + '/v1', {}, n)  # the connector adds `extra` itself (upstream_extra)
+        print(f'{n:3d} at once: straight {d:9.1f} tokens/s, through the connector {c:9.1f} tokens/s, ratio {c / d:.3f}')
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
     ap.add_argument('--tokens', type=int, default=256)
     ap.add_argument('--rounds', type=int, default=15)
     ap.add_argument('--itl-ms', type=int, default=5)
     ap.add_argument('--streams', type=int, default=16)
+    ap.add_argument('--upstream', help='measure this running OpenAI API (e.g. vLLM\'s http://127.0.0.1:8000/v1) instead of llm-katan')
+    ap.add_argument('--model', default='echo', help='the model it serves')
+    ap.add_argument('--sweep', default='1,8,32', help='with --upstream: how many streams at once, in turn')
+    ap.add_argument('--extra', default='{}', help='with --upstream: JSON of more parameters for every request (upstream_extra)')
     a = ap.parse_args()
-    katan, url = start_katan(a.itl_ms)
+    katan, url = start_katan(a.itl_ms) if not a.upstream else (None, a.upstream)
+    extra = json.loads(a.extra)
     folder = Path(tempfile.mkdtemp())
     shutil.copy(PROJECT / 'connector.json', folder / 'connector.json')
-    (folder / 'config.json').write_text(json.dumps({'embedding': 'off', 'upstream': url, 'upstream_api_key': KEY, 'max_queue': 64}))
+    (folder / 'config.json').write_text(json.dumps({'embedding': 'off', 'upstream': url, 'upstream_api_key': KEY, 'upstream_model': a.model,
+                                                    'upstream_extra': extra, 'max_queue': 256}))
     conn, base = start_connector(cwd=folder)
     try:
-        while httpx.get(base + '/health').json()['status'] != 'ready': time.sleep(0.1)
+        while True:  # the socket may not listen yet when the connector prints its address
+            try:
+                if httpx.get(base + '/health').json()['status'] == 'ready': break
+            except httpx.TransportError: pass
+            time.sleep(0.1)
+        if a.upstream: return sweep(url, base, a.model, extra, [int(x) for x in a.sweep.split(',')], a.tokens)
         text = message(a.tokens)
         for _ in range(3): direct(url, text); app(base, text); v1(base, text)  # warm-up: connections, imports, caches
         d, c, o = [], [], []
@@ -130,7 +176,8 @@ def main():
         print(f'{a.streams} streams at once through the connector: all done in {wall:.2f} s; the slowest took {max(times):.2f} s, '
               f'one alone {one:.2f} s, one after another would take {a.streams * one:.2f} s')
     finally:
-        conn.kill(); katan.kill(); shutil.rmtree(folder, ignore_errors=True)
+        conn.kill(); shutil.rmtree(folder, ignore_errors=True)
+        if katan: katan.kill()
 
 
 if __name__ == '__main__':

@@ -304,3 +304,22 @@ def test_a_cut_stream_and_malformed_events_keep_the_text_and_say_why(tmp_path):
             assert post(base, '/chat', body('hello', GREEDY)) == {'content': 'All good.', 'isError': False}  # the next is whole
             assert idle(base)['waiting'] == 0
     finally: stop()
+
+
+# ---------------------------------------------------------------- the chat template the scale-out recipe gives vLLM
+@pytest.mark.parametrize('history', [
+    [],
+    [{'role': 'system', 'content': 'Be brief.'}],
+    HISTORY,
+    [{'role': 'assistant', 'content': 'I begin.'}, {'role': 'user', 'content': 'a'}, {'role': 'user', 'content': 'b'},
+     {'role': 'assistant', 'content': 'c'}, {'role': 'system', 'content': 'late rules'}],
+])
+def test_the_chatglm2_template_is_the_local_engines_prompt(history):
+    from jinja2.sandbox import ImmutableSandboxedEnvironment  # as transformers and vLLM render chat templates
+    from fc_chatglm.history import to_conversation
+    from fc_chatglm.schemas import Message
+    from fc_chatglm.tokenizer import chatglm2_prompt
+    template = ImmutableSandboxedEnvironment(trim_blocks=True, lstrip_blocks=True).from_string(
+        (PROJECT / 'benchmarks' / 'chatglm2.jinja').read_text(encoding='utf-8'))
+    conv = to_conversation([Message(**m) for m in history], '你好')
+    assert template.render(messages=conv.messages(), add_generation_prompt=True) == chatglm2_prompt(conv.query, conv.rounds, conv.system)
