@@ -190,6 +190,7 @@ def serve(opts: LoadOptions, # what model to load
     app = add_openai(create_app(model_host, manifest_routes(m), on_start=None if problem else start,
                      embeddings=embeddings, limits=limits, guard=guard))  # and the OpenAI API under /v1 (`07a_openai_api`)
     bound = sock.getsockname()
+    sock.listen(2048)  # before the address is printed: a client that connects at once waits in the backlog, never refused
     print(f'fc_chatglm: listening on http://{host}:{bound[1]} (model: {upstream.url if upstream else "demo" if opts.demo else opts.model})', flush=True)
     uvicorn.Server(uvicorn.Config(app, http=protocol(guard), log_level='warning', lifespan='on')).run(sockets=[sock])
     return 0
