@@ -55,6 +55,12 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument('--max-request-bytes', type=int, help='a chat or text request\'s body at most (default 8000000); a longer one is refused unread')
     p.add_argument('--max-history', type=int, help='history entries at most (default 10000)')
     p.add_argument('--max-queue', type=int, help='replies being written or waiting at most (default 16); past it a request is told the connector is busy')
+    p.add_argument('--upstream', metavar='URL', help='answer from this OpenAI-compatible server (vLLM, llama.cpp, Ollama, another '
+                   'connector) instead of a local model, e.g. http://gpu-box:8000/v1; its key goes in config.json (upstream_api_key)')
+    p.add_argument('--upstream-model', help='the model to ask the upstream for (default: the first it lists)')
+    p.add_argument('--upstream-embeddings', action=argparse.BooleanOptionalAction, help='embed with the upstream too '
+                   '(default: no, the local embedding model, whose scores fit the app\'s 0.7 relevance threshold)')
+    p.add_argument('--upstream-timeout', type=float, help='seconds the upstream may stay silent before a request fails (default 120)')
     p.add_argument('--connector', type=Path, default=Path('connector.json'), help='the manifest to read (default: ./connector.json)')
     p.add_argument('--log-level', default='INFO', choices=['DEBUG', 'INFO', 'WARNING', 'ERROR'])
     return p
@@ -123,4 +129,7 @@ def main(argv: list[str] | None = None) -> int:
     setup_logging(a.log_level)
     s, problem = settings(a)
     log.info('settings: %s', ', '.join(f'{k}={v}' for k, v in s.model_dump().items()))
-    return serve(s.load_options(demo=a.demo), a.connector, a.host, a.port, s.embedding, problem, limits=s.limits(), guard=s.guard())
+    try: upstream = s.upstream_options()  # an OpenAI-compatible server instead of a local model (`07b_upstream`)
+    except UserError as e: upstream, problem = None, problem or str(e)
+    return serve(s.load_options(demo=a.demo), a.connector, a.host, a.port, s.embedding, problem, limits=s.limits(), guard=s.guard(),
+                 upstream=upstream)

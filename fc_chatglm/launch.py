@@ -27,6 +27,7 @@ from .guard import Guard, bind_problem, protocol
 from .folder import ModelFolder
 from .load import LoadOptions, load_engine
 from .openai_api import add_openai
+from .upstream import Upstream, UpstreamEmbeddings, UpstreamEngine, serve_upstream
 from .schemas import UserError, describe_errors
 from .server import ROUTES, Limits, ModelHost, create_app, open_socket
 
@@ -76,6 +77,13 @@ class ConnectorSettings(BaseModel):
     header_timeout: float = Field(Guard.header_timeout, gt=0)  # seconds a request's headers may take to arrive
     body_timeout: float = Field(Guard.body_timeout, gt=0)  # seconds a request's body may take to arrive
     max_connections: int = Field(Guard.max_connections, ge=1)  # connections open at once; one more is answered 503
+    # replies from an OpenAI-compatible server instead of a local model (`07b_upstream`)
+    upstream: str | None = None  # the server's OpenAI API, e.g. http://gpu-box:8000/v1 (vLLM); None: the local model
+    upstream_model: str | None = None  # the model to ask it for; None: the first one it lists
+    upstream_api_key: SecretStr | None = None  # sent to it as "Authorization: Bearer <upstream_api_key>"
+    upstream_embeddings: bool = False  # embed with its /embeddings too (default: the local embedding, tuned for the app's 0.7)
+    upstream_timeout: float = Field(120.0, gt=0)  # seconds it may stay silent before a request fails
+    upstream_extra: dict = {}  # more parameters for every chat request to it, e.g. {"add_special_tokens": true} (vLLM, ChatGLM2)
 
     def guard(self) -> Guard:
         "Who may call the connector, and its time limits (`06b_guard`)."
@@ -88,11 +96,17 @@ class ConnectorSettings(BaseModel):
         return LoadOptions(model=Path(self.model), demo=demo, device=self.device, dtype=self.dtype,
                            quantize=self.quantize, decode=self.decode, context=self.context)
 
+    def upstream_options(self) -> Upstream | None:
+        "The upstream server (`07b_upstream`), if one is set; a `UserError` if its address is not an http URL."
+        if not self.upstream: return None
+        key = self.upstream_api_key.get_secret_value() if self.upstream_api_key else None
+        return Upstream(self.upstream, self.upstream_model, key, self.upstream_embeddings, self.upstream_timeout, extra=self.upstream_extra)
+
     def limits(self) -> Limits:
         "The server's `Limits`."
         return Limits(self.reply_seconds, self.max_request_bytes, self.max_history, self.max_queue)
 
-FILE_ONLY = ('allowed_origins', 'allowed_hosts', 'api_key', 'header_timeout', 'body_timeout', 'max_connections')  # no option: a key on a command line is visible to every process
+FILE_ONLY = ('allowed_origins', 'allowed_hosts', 'api_key', 'header_timeout', 'body_timeout', 'max_connections', 'upstream_api_key', 'upstream_extra')  # no option: a key on a command line is visible to every process
 
 WINDOWS_PATHS = 'Write Windows paths with / or with doubled backslashes: "D:/models/chatglm2".'
 CONFIG_HELP = ('Fix it and restart the connector (in Fantasy Copilot, the connector\'s page opens this file); '
@@ -150,6 +164,7 @@ def serve(opts: LoadOptions, # what model to load
           problem: str | None = None, # a settings error: load nothing, answer every request with it
           limits: Limits = Limits(), # request sizes, the queue's bound, a full reply's time
           guard: Guard = Guard(), # who may call, and the time limits (config.json's security keys)
+          upstream: Upstream | None = None, # an OpenAI-compatible server that writes the replies instead of a local model (`07b_upstream`)
           ) -> int:
     "Run the connector until it is stopped; return an exit code."
     print('fc_chatglm: starting', flush=True)
@@ -166,10 +181,15 @@ def serve(opts: LoadOptions, # what model to load
     model_host, embeddings = ModelHost(), Embeddings(embedding, opts.device)
     if problem:
         log.error('%s', problem); model_host.failed(problem); embeddings.failed(problem)
-    app = add_openai(create_app(model_host, manifest_routes(m), on_start=None if problem else lambda: start_loading(model_host, opts),
+    start = lambda: start_loading(model_host, opts)
+    if upstream and not problem:  # an upstream server writes the replies: no model to load (`07b_upstream`)
+        engine = UpstreamEngine(upstream); start = lambda: serve_upstream(model_host, engine)
+        if upstream.embeddings: embeddings = UpstreamEmbeddings(engine)
+    app = add_openai(create_app(model_host, manifest_routes(m), on_start=None if problem else start,
                      embeddings=embeddings, limits=limits, guard=guard))  # and the OpenAI API under /v1 (`07a_openai_api`)
     bound = sock.getsockname()
-    print(f'fc_chatglm: listening on http://{host}:{bound[1]} (model: {"demo" if opts.demo else opts.model})', flush=True)
+    sock.listen(2048)  # before the address is printed: a client that connects at once waits in the backlog, never refused
+    print(f'fc_chatglm: listening on http://{host}:{bound[1]} (model: {upstream.url if upstream else "demo" if opts.demo else opts.model})', flush=True)
     uvicorn.Server(uvicorn.Config(app, http=protocol(guard), log_level='warning', lifespan='on')).run(sockets=[sock])
     return 0
 

@@ -221,6 +221,9 @@ class Run:
     stops: Stops  # the stop sequences
     name: str = ''  # the engine's name (a `Worker` reads nothing else)
 
+    @property
+    def concurrent(self) -> bool: return getattr(self.engine, 'concurrent', False)  # an engine that serves many requests at once (`07b_upstream`): the `Worker` runs them side by side
+
     def generate(self, request, cancel: threading.Event, on_text) -> Outcome:
         "The engine's `generate`, with the max tokens fitted, the seed set, and a stop sequence ending it."
         engine, s = self.engine, request.settings

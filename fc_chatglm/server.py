@@ -78,15 +78,19 @@ class Job:
 
 class Worker:
     "Runs generations one at a time, in arrival order, off the event loop."
-    def __init__(self):
+    def __init__(self, width: int = 16): # how many requests a `concurrent` engine runs side by side (max_queue)
         self.pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix='generate')
+        self.wide = ThreadPoolExecutor(max_workers=width, thread_name_prefix='concurrent')  # for an engine that serves many requests at once (`07b_upstream`): no queue here
         self.streams: set[Job] = set()  # stream jobs that a cancel can reach
         self.waiting = 0  # jobs submitted and not finished (the running one included)
 
     def submit(self, engine: Engine, request, job: Job, on_text=lambda s: None) -> asyncio.Future:
         "Queue the generation now (counted at once); the future gives its `Outcome`."
         self.waiting += 1
-        future = asyncio.get_running_loop().run_in_executor(self.pool, engine.generate, request, job.cancel, on_text)
+        if hasattr(engine, 'agenerate'): future = asyncio.ensure_future(engine.agenerate(request, job.cancel, on_text))  # runs on this loop (`07b_upstream`)
+        else:
+            pool = self.wide if getattr(engine, 'concurrent', False) else self.pool
+            future = asyncio.get_running_loop().run_in_executor(pool, engine.generate, request, job.cancel, on_text)
         future.add_done_callback(self._finished)
         return future
 
@@ -111,7 +115,7 @@ class Worker:
     def shutdown(self):
         "Stop all streams and let the worker thread end."
         for j in list(self.streams): j.cancel.set()
-        self.pool.shutdown(wait=False, cancel_futures=True)
+        self.pool.shutdown(wait=False, cancel_futures=True); self.wide.shutdown(wait=False, cancel_futures=True)
 
 # %% ../nbs/07_server.ipynb #7115fff1
 class Inbox:
@@ -443,7 +447,8 @@ def add_health(app: FastAPI):
         e = host.engine
         return {'status': host.status, 'progress': round(host.progress, 3), 'detail': host.detail, 'error': host.error,
                 'model': getattr(e, 'name', None), 'decode': getattr(e, 'decode', None),  # eager, graph or compile
-                'streams': len(worker.streams), 'waiting': worker.waiting, 'embedding': app.state.embeddings.health()}
+                'streams': len(worker.streams), 'waiting': worker.waiting, 'embedding': app.state.embeddings.health(),
+                **({'upstream': e.health()} if hasattr(e, 'health') else {})}  # an upstream engine's state (`07b_upstream`)
 
 # %% ../nbs/07_server.ipynb #e5f73abb
 def create_app(host: ModelHost, # the model, or its loading state
@@ -457,7 +462,7 @@ def create_app(host: ModelHost, # the model, or its loading state
     app = FastAPI(title='fc_chatglm', lifespan=lifespan, docs_url=None, redoc_url=None,  # the interactive docs load scripts from a CDN
                   description='A Fantasy Copilot connector for ChatGLM2-6B and Hugging Face chat models')
     app.add_middleware(GuardMiddleware, guard=guard)  # in front of every route, /health and unknown paths included
-    app.state.host, app.state.worker, app.state.limits, app.state.guard = host, Worker(), limits, guard
+    app.state.host, app.state.worker, app.state.limits, app.state.guard = host, Worker(limits.queue), limits, guard
     app.state.embeddings = embeddings or Embeddings(OFF)
     app.state.embedder = ThreadPoolExecutor(max_workers=1, thread_name_prefix='embed')  # apart from generation: neither waits for the other
     app.state.on_start = on_start
