@@ -22,7 +22,7 @@ an empty cache; in any dtype the logits continued from a cache cut back in place
 left behind) must match those from an empty cache. On a GPU with `--decode graph`, that runs the
 recorded step over the cut-back static cache.
 """
-import argparse, statistics, sys, tempfile, time
+import argparse, statistics, sys, tempfile
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # import fc_chatglm from the repo root
