@@ -15,8 +15,8 @@ a `Sampler`; only the text decoding is left out, as `generate` has none. It also
 produce the same tokens and, on CUDA, counts the host-device synchronisations of each call
 (`torch.cuda.set_sync_debug_mode`). Prints a table; asserts nothing about time.
 
-    python benchmarks/bench_decode.py                          # the demo model on this machine (CPU), about 2 minutes on 2 cores
-    python benchmarks/bench_decode.py --variants eager,graph --pairs 3 --new 128   # about 20 s on 2 cores
+    python benchmarks/bench_decode.py                          # the demo model on this machine (CPU)
+    python benchmarks/bench_decode.py --variants eager,graph,graph-sampled --pairs 3 --new 128   # 45-65 s on a shared 2-core CPU
     python benchmarks/bench_decode.py --model 6b --device cuda # a 6B-shaped ChatGLM2, random fp16 weights
 """
 import argparse, statistics, sys, tempfile, time, warnings

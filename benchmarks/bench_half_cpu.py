@@ -10,7 +10,7 @@ that the layers, not the output layer, are measured), runs a prompt once to warm
 prompt and a one-token forward, and prints how far its logits are from float32's. Asserts nothing
 about time.
 
-    python benchmarks/bench_half_cpu.py                     # this CPU as it is
+    python benchmarks/bench_half_cpu.py                     # this CPU as it is: 1-1.5 minutes on a shared 2-core CPU
     ATEN_CPU_CAPABILITY=avx2 ONEDNN_MAX_CPU_ISA=AVX2 python benchmarks/bench_half_cpu.py   # as an AVX2 CPU
 """
 import argparse, sys

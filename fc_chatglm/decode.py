@@ -21,7 +21,7 @@ from transformers.cache_utils import Cache, DynamicLayer, StaticLayer
 from transformers.integrations.sdpa_attention import sdpa_attention_forward
 from transformers.masking_utils import AttentionMaskInterface, sdpa_mask
 
-from .schemas import GenerationParams
+from .schemas import GenerationParams, UserError
 
 log = logging.getLogger('fc_chatglm')
 
@@ -29,11 +29,11 @@ log = logging.getLogger('fc_chatglm')
 MIN_TRANSFORMERS = '5.23'
 
 def check_transformers(version: str | None = None): # a version string; None: the installed one
-    "Raise `ImportError`, saying how to upgrade, if transformers `version` is older than `MIN_TRANSFORMERS`."
+    "Raise a `UserError` saying how to upgrade if transformers `version` is older than `MIN_TRANSFORMERS`."
     from packaging.version import Version
     import transformers
     version = version or transformers.__version__
-    if Version(version) < Version(MIN_TRANSFORMERS): raise ImportError(
+    if Version(version) < Version(MIN_TRANSFORMERS): raise UserError(
         f'fc_chatglm needs transformers {MIN_TRANSFORMERS} or later, and {version} is installed. '
         f'Upgrade it: pip install -U "transformers>={MIN_TRANSFORMERS},<6"')
 
