@@ -2,7 +2,7 @@
 the same embedding in-process, for a short chunk and for a long text (embedded whole, in windows, against a
 plain truncating encode), and how a streaming chat reply and embeddings slow each other.
 
-    python benchmarks/bench_embed.py [--rounds 20]
+    python benchmarks/bench_embed.py [--rounds 20]   # --rounds 5: 30-45 s on a busy 2-core CPU
 
 It prints figures; it asserts nothing (timings on a shared machine are noisy: compare the ratios)."""
 import argparse
