@@ -2,7 +2,7 @@
 process from 0.6 to 1.1 GB, and a 50 MB body was read whole). Starts `python -m fc_chatglm --demo` and prints
 its resident memory before and at the peak of each request, sampled every 10 ms.
 
-    python benchmarks/bench_body.py [--project PATH]   # PATH: another checkout to measure (the code before, say)
+    python benchmarks/bench_body.py [--project PATH]   # PATH: another checkout to measure; about 10 s on a 2-core CPU
 """
 import argparse
 import json

@@ -10,14 +10,16 @@ as the app asks by default (temperature 0.4, here with topP 0.9), both sides see
 - `compiled`: both compiled over one static cache (`--decode compile`: `generate` gets the static
   cache and transformers' compile config, the loop gets `Decoder(mode='compile')`). Each measurement is a pair
 run back to back, several pairs interleaved, so the machine's noise hits both sides alike; the
-ratio of the medians is the figure. It also checks that both produce the same tokens and, on CUDA,
-counts the host-device synchronisations of each call (`torch.cuda.set_sync_debug_mode`). Prints a
-table; asserts nothing about time.
+ratio of the medians is the figure. The loop is the engine's own, `Decoder.reply` (`04a_decode`), with
+a `Sampler`; only the text decoding is left out, as `generate` has none. It also checks that both
+produce the same tokens and, on CUDA, counts the host-device synchronisations of each call
+(`torch.cuda.set_sync_debug_mode`). Prints a table; asserts nothing about time.
 
     python benchmarks/bench_decode.py                          # the demo model on this machine (CPU)
+    python benchmarks/bench_decode.py --variants eager,graph,graph-sampled --pairs 3 --new 128   # 45-65 s on a shared 2-core CPU
     python benchmarks/bench_decode.py --model 6b --device cuda # a 6B-shaped ChatGLM2, random fp16 weights
 """
-import argparse, statistics, sys, tempfile, threading, time, warnings
+import argparse, statistics, sys, tempfile, time, warnings
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # import fc_chatglm from the repo root
@@ -27,15 +29,12 @@ from transformers import CompileConfig, StaticCache
 
 from fc_chatglm.chatglm2 import CHATGLM2_6B_CONFIG, random_chatglm2
 from fc_chatglm.demo import load_demo
+from fc_chatglm.decode import Decoder, Sampler, capture_cuda_graph, prepare_decoding
 from fc_chatglm.speedups import prepare
-from fc_chatglm.decode import Decoder, Sampler, capture_cuda_graph, decode_tokens
 from fc_chatglm.testing import trace_capture
 from fc_chatglm.schemas import GenerationParams, Settings
 
-
-def sync(dev):
-    if dev.type == 'cuda': torch.cuda.synchronize()
-
+from common import timed
 
 SAMPLED = Settings(temperature=0.4, topP=0.9)
 
@@ -58,18 +57,8 @@ def with_loop(decoder, ids, new, sampled) -> list[int]:
     "Tokens from the engine's decode loop (no text decoding, like `with_generate`)."
     sampler = Sampler(GenerationParams.from_settings(SAMPLED if sampled else Settings(temperature=0)))
     torch.manual_seed(0)
-    decoder.start(ids, new, reuse=False)  # every run from an empty cache, as `generate` runs
-    first = sampler(decoder.prefill())
-    out = list(decode_tokens(lambda t: sampler(decoder.step(t)), first, new, threading.Event()))
-    decoder.end()
-    return out
-
-
-def timed(fn, dev) -> tuple[float, list[int]]:
-    sync(dev); t0 = time.perf_counter()
-    out = fn()
-    sync(dev)
-    return time.perf_counter() - t0, out
+    with decoder.reply(ids, sampler, new, reuse=False) as reply:  # every run from an empty cache, as `generate` runs
+        return list(reply)
 
 
 def syncs(fn, dev) -> int | None:
@@ -100,6 +89,7 @@ def main():
     tmp = tempfile.TemporaryDirectory()
     if a.model == 'demo': model = load_demo(Path(tmp.name), device=a.device)[0]
     else: model = prepare(random_chatglm2(CHATGLM2_6B_CONFIG, device=dev, dtype=torch.float16), dev, torch.float16, upcast=False)
+    prepare_decoding(model)  # as the engine does: one query token attended by `grouped_attention`, for both sides
     global CACHE_ARG
     CACHE_ARG = Decoder(model).arg  # what this transformers calls the cache argument
     model.generation_config.eos_token_id = None  # a random model would end its replies at random; time full replies
@@ -132,7 +122,7 @@ def main():
             same = tokens['generate'] == tokens['loop']
             g, l = statistics.median(times['generate']), statistics.median(times['loop'])
             rows.append((variant, a.new / g, a.new / l, g / l, same, warm, syncs(gen, dev), syncs(loop, dev)))
-    print(f'\n| variant | generate tokens/s | loop tokens/s | loop / generate | same tokens | warm-up s | syncs: generate, loop |')
+    print('\n| variant | generate tokens/s | loop tokens/s | loop / generate | same tokens | warm-up s | syncs: generate, loop |')
     print('|---|---|---|---|---|---|---|')
     for v, g, l, r, same, warm, sg, sl in rows:
         print(f'| {v} | {g:.1f} | {l:.1f} | {r:.2f} | {same} | {warm:.1f} | {sg}, {sl} |')

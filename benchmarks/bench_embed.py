@@ -2,7 +2,7 @@
 the same embedding in-process, for a short chunk and for a long text (embedded whole, in windows, against a
 plain truncating encode), and how a streaming chat reply and embeddings slow each other.
 
-    python benchmarks/bench_embed.py [--rounds 20]
+    python benchmarks/bench_embed.py [--rounds 20]   # --rounds 5: 30-45 s on a busy 2-core CPU
 
 It prints figures; it asserts nothing (timings on a shared machine are noisy: compare the ratios)."""
 import argparse
@@ -18,6 +18,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from fc_chatglm.embed import load_embedder  # noqa: E402
 from fc_chatglm.testing import app_stream, start_connector  # noqa: E402
 
+from common import median_ms as ms  # noqa: E402
+
 SHORT = ('The knowledge base splits each document into chunks and stores one vector per chunk; a question '
          'is embedded the same way and compared with every chunk. ') * 2  # about 60 tokens, a typical chunk
 LONG = SHORT * 14  # about 780 tokens: four windows of MiniLM
@@ -29,8 +31,6 @@ def post(client: httpx.Client, base: str, text: str) -> float:
     assert r.status_code == 200, r.text
     return time.perf_counter() - t0
 
-
-def ms(xs: list[float]) -> str: return f'median {1000 * statistics.median(xs):6.1f} ms'
 
 
 def main(rounds: int):

@@ -10,10 +10,10 @@ that the layers, not the output layer, are measured), runs a prompt once to warm
 prompt and a one-token forward, and prints how far its logits are from float32's. Asserts nothing
 about time.
 
-    python benchmarks/bench_half_cpu.py                     # this CPU as it is
+    python benchmarks/bench_half_cpu.py                     # this CPU as it is: 1-1.5 minutes on a shared 2-core CPU
     ATEN_CPU_CAPABILITY=avx2 ONEDNN_MAX_CPU_ISA=AVX2 python benchmarks/bench_half_cpu.py   # as an AVX2 CPU
 """
-import argparse, sys, time
+import argparse, sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # import fc_chatglm from the repo root
@@ -22,6 +22,8 @@ import torch
 
 from fc_chatglm.chatglm2 import CHATGLM2_6B_CONFIG, random_chatglm2
 from fc_chatglm.speedups import native_half, prepare
+
+from common import timed
 
 
 def main():
@@ -42,10 +44,8 @@ def main():
         model = prepare(random_chatglm2(cfg, dtype=dtype), 'cpu', dtype, upcast=up)  # fused, as loaded
         with torch.inference_mode():
             model(ids[:, :16])  # warm-up
-            t = time.perf_counter(); logits = model(ids).logits.float(); prompt = time.perf_counter() - t
-            t = time.perf_counter()
-            for _ in range(a.repeat): model(ids[:, :1])
-            one = (time.perf_counter() - t) / a.repeat
+            prompt, logits = timed(lambda m=model: m(ids).logits.float())
+            one = timed(lambda m=model: [m(ids[:, :1]) for _ in range(a.repeat)])[0] / a.repeat
         ref = logits if ref is None else ref
         print(f'| {name} | {prompt * 1e3:,.0f} ms | {one * 1e3:,.0f} ms | {(logits - ref).abs().max().item():.3g} '
               f'(of {ref.abs().max().item():.3g}) |', flush=True)

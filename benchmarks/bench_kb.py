@@ -4,7 +4,7 @@ passage is found (ranked first among all passages AND scoring at least the app's
 and the share of unrelated question/passage pairs scoring at least that, per language; the same on long chunks (each
 passage followed by the next one of its language, 1,000-2,000 characters, found if the best chunk holds the passage).
 
-    python benchmarks/bench_kb.py [--threshold 0.7] [--modes minilm hybrid FOLDER ...] [--device cpu]
+    python benchmarks/bench_kb.py [--threshold 0.7] [--modes minilm hybrid FOLDER ...] [--device cpu]   # about 4 minutes on a busy 2-core CPU
 
 Targets for the default mode: found >= 90% in each language, unrelated <= 5%. It prints figures and the time each
 mode took; it asserts nothing (the same targets are checked in nbs/06a_embed.ipynb)."""

@@ -14,7 +14,7 @@ on a CPU, with the demo's tokenizer. Its replies are noise, and noise does not e
 same tokens, so here a follow-up keeps the previous prompt but not the previous reply; a real
 model's reply mostly encodes back and is kept too.
 
-    python benchmarks/bench_reuse.py                                         # ~100M parameters, float32, this CPU
+    python benchmarks/bench_reuse.py                                         # ~100M parameters, float32, this CPU: 6-8 minutes on a busy 2-core CPU
     python benchmarks/bench_reuse.py --size 6b --device cuda --decode graph  # the 6B shape, random fp16 weights
 
 It also checks that the kept cache changes nothing: in float32 each reply must be the same as from
@@ -22,7 +22,7 @@ an empty cache; in any dtype the logits continued from a cache cut back in place
 left behind) must match those from an empty cache. On a GPU with `--decode graph`, that runs the
 recorded step over the cut-back static cache.
 """
-import argparse, statistics, sys, tempfile, time
+import argparse, statistics, sys, tempfile
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # import fc_chatglm from the repo root

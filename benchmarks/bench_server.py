@@ -1,7 +1,7 @@
 """Benchmark of the connector on the demo model: streaming speed over HTTP against the same generation
 in-process, the time from a cancel to the stream's last byte, and /health latency while four streams run.
 
-    python benchmarks/bench_server.py [--tokens 800] [--rounds 5]
+    python benchmarks/bench_server.py [--tokens 800] [--rounds 5]   # --tokens 400 --rounds 3: 2-4.5 minutes on a busy 2-core CPU
 
 It prints figures; it asserts nothing (timings on a shared machine are noisy: compare the ratios)."""
 import argparse

@@ -33,9 +33,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # import fc_chatgl
 import torch, transformers
 
 from fc_chatglm.chatglm2 import CHATGLM2_6B_CONFIG, random_chatglm2
+from fc_chatglm.decode import Decoder, prepare_decoding
 from fc_chatglm.speedups import fuse_attention, fuse_norms
-from fc_chatglm.testing import computing_ops, trace_capture
-from fc_chatglm.decode import Decoder
+from fc_chatglm.testing import computing_ops
+
+from common import sync
 
 
 SMALL = dict(num_layers=8, hidden_size=1024, ffn_hidden_size=2816, num_attention_heads=16, kv_channels=64, padded_vocab_size=4096)
@@ -71,7 +73,6 @@ def main():
     dev = torch.device(a.device)
     gpu = dev.type == 'cuda'
     steps = a.steps or (100 if gpu else 30)
-    sync = torch.cuda.synchronize if gpu else (lambda: None)
     print('torch', torch.__version__, 'transformers', transformers.__version__,
           torch.cuda.get_device_name(dev) if gpu else f'CPU, {torch.get_num_threads()} threads', flush=True)
     dtype = torch.float16 if gpu else torch.float32
@@ -83,16 +84,17 @@ def main():
                ('the same again', None)]
     for i, (name, change) in enumerate(changes):
         if change: change(model)
+        if i == 0: model.set_attn_implementation('sdpa')  # PyTorch's SDPA, as transformers gives it
+        if i == 1: prepare_decoding(model)  # SDPA -> `grouped_attention`, as the engine does
         dec = Decoder(model, 'graph', length=a.length, capture=None if gpu else counting_capture(counts))
-        if i == 0: model.set_attn_implementation('sdpa')  # after `Decoder`, which switches SDPA to fc_grouped
         with torch.inference_mode():
             dec.start(prompt, steps + 40)  # records the step
             nxt = dec.prefill().argmax(-1)
             first = dec.step(nxt).clone()
             for j in range(steps + 8):
-                if j == 8: sync(); t0 = time.perf_counter()
+                if j == 8: sync(dev); t0 = time.perf_counter()
                 nxt = dec.step(nxt).argmax(-1)
-            sync()
+            sync(dev)
             ms = (time.perf_counter() - t0) / steps * 1e3
             ops = cuda_kernels(dec, nxt) if gpu else f', {counts[-1]} operations'
             dec.end()

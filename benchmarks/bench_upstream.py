@@ -26,7 +26,8 @@ from pathlib import Path
 import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from fc_chatglm.launch import PROJECT, start_connector  # noqa: E402
+from fc_chatglm.launch import PROJECT  # noqa: E402
+from fc_chatglm.testing import start_connector  # noqa: E402
 
 KEY = 'bench'
 CHARS = 4  # llm-katan's echo backend streams 4 characters per chunk

@@ -1,6 +1,6 @@
 """How long the chat widget takes to redraw in a real browser, with 1 and with 50 turns on screen.
 
-    python benchmarks/bench_widget.py          # needs Debian's chromium (apt-get install chromium)
+    python benchmarks/bench_widget.py          # needs Debian's chromium (apt-get install chromium); about 40 s
 
 JupyterLab runs on loopback and headless Chromium opens a notebook holding a chat whose engine streams a
 fixed Markdown reply (code, a table, a list: about 700 characters in 4-character pieces, 20 ms apart). The

@@ -3,7 +3,7 @@
 the guard and uvicorn's guarded protocol. It prints the cases tried, the 5xx answers and the crashes,
 then checks that the server is alive and still answers correctly.
 
-    python benchmarks/fuzz.py [--cases 2000] [--seed 15]
+    python benchmarks/fuzz.py [--cases 2000] [--seed 15]   # about 4 cases/s on a busy 2-core CPU: --cases 300 took 90 s
 
 `tests/test_fuzz.py` runs the same thing with a small count and a fixed seed."""
 import argparse

@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # The GPU checks in one run, the most important first, each printing as it goes (about 8 minutes
-# on an H100): the checkpoint kinds through the engine with the step recorded as a CUDA graph (the
-# GPU default) and compiled (load time, tokens/s, peak GPU memory, and whether the mode held or fell
-# back to eager); then the recorded step with and without grouped attention, fused norms and fused
+# on an H100), each through the path the connector runs (`load_engine`, `TransformersEngine`,
+# `Decoder.reply`): the int4 kernels against the CPU, then the checkpoint kinds through the engine
+# with the step recorded as a CUDA graph (the GPU default) and compiled (load time, tokens/s, peak
+# GPU memory, and whether the mode held or fell back to eager); then the recorded step with and without grouped attention, fused norms and fused
 # attention; then a conversation's follow-ups from the kept cache, replayed as a CUDA graph (the
 # same logits as from an empty cache, time to the first token); then the decode loop against
 # transformers' generate on a 6B-shaped ChatGLM2 (speed, same tokens, host-device syncs, CUDA graph

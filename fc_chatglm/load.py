@@ -19,7 +19,7 @@ import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer, BitsAndBytesConfig, GenerationConfig
 
 from .chatglm2 import UnsupportedCheckpoint, glm_config, load_chatglm2
-from .decode import MODES
+from .decode import MODES, check_transformers
 from .demo import DEMO_NOTE, load_demo
 from .engine import ChatFormat, GLM3Format, GLMFormat, TransformersEngine, out_of_memory
 from .folder import WEIGHT_INDEXES, ModelFolder, index_shards
@@ -223,6 +223,7 @@ def load_engine(opts: LoadOptions, # what to load
                 progress: Callable[[float, str], None] = lambda f, s: None, # called with (fraction done, text)
                 ) -> TransformersEngine:
     "Load the model `opts` describes and wrap it in an engine."
+    check_transformers()  # before minutes of loading, not after (the engine checks again when it is built)
     device = resolve_device(opts.device)
     decode = resolve_decode(opts.decode, device)
     if opts.context < 1: raise UserError(f'--context {opts.context}: the static cache needs a length of at least one token.')

@@ -15,8 +15,8 @@ import httpx
 import openai
 import pytest
 
-from fc_chatglm.launch import PROJECT, start_connector
-from fc_chatglm.server import app_stream
+from fc_chatglm.launch import PROJECT
+from fc_chatglm.testing import app_stream, start_connector
 
 KATAN_KEY = 'katan-key'  # llm-katan asks every request for an Authorization header
 LONG = {'temperature': 1, 'maxResponseTokens': 1500}
