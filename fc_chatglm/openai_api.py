@@ -25,7 +25,7 @@ from fastapi.responses import JSONResponse, Response, StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from starlette.requests import ClientDisconnect
 
-from .embed import OFF, EmbedError
+from .embed import EmbedError
 from .engine import Outcome
 from .history import EmptyMessage
 from .schemas import ChatRequest, Message, Settings, TextRequest, UserError
