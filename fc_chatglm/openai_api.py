@@ -35,7 +35,8 @@ from .server import LINE_INTERVAL, Inbox, Job, Limits, body_schema, hang_up, log
 class ApiError(Exception):
     "A request answered with OpenAI's error shape: `{\"error\": {\"message\", \"type\", \"param\", \"code\"}}`."
     TYPES = {400: 'invalid_request_error', 401: 'authentication_error', 404: 'not_found_error', 413: 'invalid_request_error',
-             429: 'rate_limit_error', 500: 'server_error', 503: 'service_unavailable'}
+             429: 'rate_limit_error', 500: 'server_error', 502: 'server_error', 503: 'service_unavailable',
+             504: 'server_error'}
     def __init__(self, status: int, # the HTTP status
                  message: str, # what a person reads
                  param: str | None = None, # the request parameter at fault, if one is
@@ -270,7 +271,7 @@ def sse(data: dict | str) -> bytes:
 def failure(e: Exception) -> ApiError:
     "The `ApiError` for a generation that raised `e`."
     if isinstance(e, ApiError): return e
-    if isinstance(e, UserError): return ApiError(500, str(e), None, 'generation_failed')
+    if isinstance(e, UserError): return ApiError(getattr(e, 'status', 500), str(e), None, 'generation_failed')  # an upstream's failure carries its status
     log.error('generation failed', exc_info=e)
     return ApiError(500, f'The model failed while answering: {type(e).__name__}: {e}', None, 'generation_failed')
 

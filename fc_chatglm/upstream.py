@@ -91,8 +91,9 @@ class UpstreamError(UserError):
     "The upstream server failed or refused; the message says what to do, `state` is what /health shows."
     def __init__(self, message: str, # what the user reads
                  state: str = 'error', # unreachable, refused (key), busy, or error
+                 status: int = 502, # what the connector's own /v1 answers with (`07a_openai_api`): a gateway's statuses
                  ):
-        super().__init__(message); self.state = state
+        super().__init__(message); self.state, self.status = state, status
 
 def error_detail(body: bytes, # an error response's body
                  ) -> str:
@@ -114,17 +115,17 @@ def refusal(status: int, # the upstream's HTTP status
     said = f'({status}: {detail})'
     if status in (401, 403): return UpstreamError(
         f'The upstream server at {up.url} refused the connector\'s key {said}. Set upstream_api_key in config.json to a key it '
-        'accepts, and restart the connector.', 'refused')
+        'accepts, and restart the connector.', 'refused', 502)
     if status == 404: return UpstreamError(
         f'The upstream server at {up.url} has no such model or route {said}. Check upstream (the API\'s root, usually ending in '
         f'/v1) and upstream_model ({up.model or "not set"}) in config.json.')
-    if status == 429: return UpstreamError(f'The upstream server is busy and refused the request {said}. Try again in a moment.', 'busy')
+    if status == 429: return UpstreamError(f'The upstream server is busy and refused the request {said}. Try again in a moment.', 'busy', 429)
     if status in (400, 413, 422): return UpstreamError(
         f'The upstream server refused the request {said}. If it names a context length, start a new session or lower "max '
-        'response tokens" in the session settings.')
+        'response tokens" in the session settings.', status=400)
     if status in (502, 503, 504): return UpstreamError(
         f'The upstream server at {up.url} is not answering now {said}: it may still be loading its model, or be overloaded. Try '
-        'again in a moment.', 'busy')
+        'again in a moment.', 'busy', 503)
     return UpstreamError(f'The upstream server failed {said}. Try again; if it keeps failing, read the upstream server\'s log.')
 
 def unreachable(e: httpx.HTTPError, # what httpx raised
@@ -134,13 +135,13 @@ def unreachable(e: httpx.HTTPError, # what httpx raised
     "What a connection failure or a timeout means for the user."
     if isinstance(e, httpx.ConnectTimeout): return UpstreamError(
         f'The upstream server at {up.url} did not accept a connection within {up.connect_timeout:g} s. Is the address in '
-        'upstream (config.json) right, and is the machine on?', 'unreachable')
+        'upstream (config.json) right, and is the machine on?', 'unreachable', 503)
     if isinstance(e, httpx.ConnectError): return UpstreamError(
         f'Cannot reach the upstream server at {up.url} ({e or type(e).__name__}). Is it running, and is upstream in config.json '
-        'its address?', 'unreachable')
+        'its address?', 'unreachable', 503)
     if isinstance(e, httpx.TimeoutException): return UpstreamError(
         f'The upstream server sent nothing for {up.timeout:g} s{" in the middle of the reply" if started else ""}, so the '
-        'connector gave up (upstream_timeout in config.json). It may be overloaded: try again.', 'busy')
+        'connector gave up (upstream_timeout in config.json). It may be overloaded: try again.', 'busy', 504)
     return UpstreamError(f'The connection to the upstream server broke{" in the middle of the reply" if started else ""} '
                          f'({type(e).__name__}: {e or "closed"}). Try again.')
 

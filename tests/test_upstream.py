@@ -221,18 +221,20 @@ def test_a_wrong_key_is_named(tmp_path):
         assert httpx.get(base + '/health').json()['upstream']['state'] == 'refused'
 
 
-@pytest.mark.parametrize('options, words', [
-    (('--rate-limit-after', '1'), 'busy and refused the request (429'),
-    (('--timeout-after', '1'), 'not answering now (504'),
-    (('--error-rate', '1.0'), 'failed (500'),
+@pytest.mark.parametrize('options, words, status', [
+    (('--rate-limit-after', '1'), 'busy and refused the request (429', 429),
+    (('--timeout-after', '1'), 'not answering now (504', 503),
+    (('--error-rate', '1.0'), 'failed (500', 502),
 ])
-def test_katan_failures_are_readable_and_harm_nothing(tmp_path, options, words):
+def test_katan_failures_are_readable_and_harm_nothing(tmp_path, options, words, status):
     with katan(*options) as url, behind(tmp_path, url) as base:
         if options[0] != '--error-rate': assert not post(base, '/chat', body('first', GREEDY))['isError']  # the one allowed
         for _ in range(2):  # a failure, then another: each answered in full, nothing left running
             full, lines = refused(base)
             assert full['isError'] and words in full['content'], full
             assert len(lines) == 2 and lines[-1] == '[DONE]' and words in json.loads(lines[0])['content'], lines
+        v1 = httpx.post(base + '/v1/chat/completions', json={'model': 'echo', 'messages': [{'role': 'user', 'content': 'hi'}]}, timeout=30)
+        assert v1.status_code == status and words in v1.json()['error']['message'], v1.text  # an OpenAI client's view: a gateway's status
         assert idle(base)['waiting'] == 0 and httpx.get(base + '/health').json()['status'] == 'ready'
 
 
