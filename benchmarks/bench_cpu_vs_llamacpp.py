@@ -95,13 +95,16 @@ def child(a):
     text = prompt_text(lambda s: len(engine.fmt.text_ids(s)), a.prompt)
     ask = lambda n: TextRequest(message=text, settings={'temperature': 0, 'maxResponseTokens': n})
     engine.generate(ask(2))  # warm-up: the prompt's shapes once
+    engine.decoder.end(None)  # forget the cache, or the next request would reuse the prompt's
     out = engine.generate(ask(a.new))
+    assert out.reused == 0 and out.tokens == a.new, (out.reused, out.tokens)
     res = dict(prompt_tokens=out.prompt_tokens, new_tokens=out.tokens, load_s=load_s,
                prompt_tok_s=out.prompt_tokens / out.first_token_s,
                gen_tok_s=(out.tokens - 1) / (out.seconds - out.first_token_s), loaded_rss=loaded, peak_rss=peak_rss())
     if a.ids:  # greedy ids of the prompt and `a.ids` new tokens (fed back through the decoder's step)
         fed, step = [], engine.decoder.step
         engine.decoder.step = lambda t: (fed.append(int(t.reshape(-1)[0])), step(t))[1]
+        engine.decoder.end(None)
         engine.generate(ask(a.ids + 1))
         res |= dict(prompt_ids=engine.fmt.text_ids(text), ids=fed[:a.ids], text=text)
     print('RESULT ' + json.dumps(res), flush=True)
@@ -156,36 +159,44 @@ def llama_ids(gguf: Path, prompt: str, n: int) -> str:
 
 # ---- the models
 
-def prepare(cache: Path, layers: list[int]) -> dict[str, dict]:
-    "Checkpoints and GGUF files for the demo and each 6B-width layer count: {name: {'folder', 'layers', 'gguf': {type: path}}}."
+def checkpoint(cache: Path, layers: int) -> Path:
+    "The random float32 ChatGLM2 checkpoint of the 6B's width with `layers` layers and the demo's tokenizer, written once."
     import torch
     from fc_chatglm.chatglm2 import CHATGLM2_6B_CONFIG, random_chatglm2, save_chatglm2
+    folder, demo = cache/f'chatglm2-6b-width-{layers}-layers', demo_folder(cache)
+    if not (folder/'config.json').exists():
+        t0 = time.perf_counter()
+        model = random_chatglm2({**CHATGLM2_6B_CONFIG, 'num_layers': layers}, seed=0, dtype=torch.float32)
+        save_chatglm2(model, folder/'part', layout='safetensors', shards=2, dtype=torch.float32)
+        del model
+        shutil.copy(demo/'tokenizer.model', folder/'part'/'tokenizer.model')
+        for f in (folder/'part').iterdir(): f.replace(folder/f.name)
+        (folder/'part').rmdir()
+        print(f'  wrote {folder.name} in {time.perf_counter() - t0:.0f} s', flush=True)
+    return folder
+
+
+def demo_folder(cache: Path) -> Path:
+    "The demo model's checkpoint and tokenizer (`build_demo`), written once."
     from fc_chatglm.demo import build_demo
-    models = {}
     demo = cache/'demo'
     if not (demo/'DEMO.md').exists(): build_demo(demo)
-    models['demo'] = dict(folder=demo, layers=None, types=['F32'])
-    for n in layers:
-        folder = cache/f'chatglm2-6b-width-{n}-layers'
-        if not (folder/'config.json').exists():
-            t0 = time.perf_counter()
-            model = random_chatglm2({**CHATGLM2_6B_CONFIG, 'num_layers': n}, seed=0, dtype=torch.float32)
-            save_chatglm2(model, folder/'part', layout='safetensors', shards=2, dtype=torch.float32)
-            del model
-            shutil.copy(demo/'tokenizer.model', folder/'part'/'tokenizer.model')
-            for f in (folder/'part').iterdir(): f.replace(folder/f.name)
-            (folder/'part').rmdir()
-            print(f'  wrote {folder.name} in {time.perf_counter() - t0:.0f} s', flush=True)
-        models[f'{n} layers'] = dict(folder=folder, layers=n, types=[t for _, t in PRECISIONS] + QUANTS)
-    for name, m in models.items():
-        m['gguf'] = {}
-        for t in m['types']:
-            path = m['folder']/f'ggml-{t}.gguf'
+    return demo
+
+
+def prepare(cache: Path, layers: list[int]) -> dict[str, dict]:
+    "Checkpoints and GGUF files for the demo and each 6B-width layer count: {name: {'folder', 'layers', 'types', 'gguf': {type: path}}}."
+    models = {'demo': dict(folder=demo_folder(cache), layers=None, types=['F32'])}
+    types = ['F32'] + [t for _, t in PRECISIONS if t != 'F32'] + QUANTS  # quantized from F32
+    for n in layers: models[f'{n} layers'] = dict(folder=checkpoint(cache, n), layers=n, types=types)
+    for m in models.values(): m['gguf'] = {t: m['folder']/f'ggml-{t}.gguf' for t in m['types']}
+    for quant, name, m in [(q, n, m) for q in (False, True) for n, m in models.items()]:  # conversions first, then llama-quantize
+        for t, path in m['gguf'].items():
+            if (t in QUANTS) != quant: continue
             if not path.exists():
                 s = llamacpp.quantize(m['folder']/'ggml-F32.gguf', path, t) if t in QUANTS else \
                     llamacpp.convert(m['folder'], path, t.lower())
                 print(f'  {name}: {path.name} in {s:.0f} s', flush=True)
-            m['gguf'][t] = path
     return models
 
 
