@@ -150,11 +150,20 @@ def llama(gguf: Path, a) -> dict:
     return dict(prompt_tok_s=pp['avg_ts'], gen_tok_s=tg['avg_ts'], peak_rss=peak)
 
 
-def llama_ids(gguf: Path, prompt: str, n: int) -> str:
-    "llama-simple's greedy continuation of `prompt` (text) with `n` new tokens: its stdout."
-    r = subprocess.run([str(llamacpp.exe('llama-simple')), '-m', str(gguf), '-n', str(n), prompt], capture_output=True, text=True, errors='replace')
-    if r.returncode: raise RuntimeError(f'llama-simple failed ({r.returncode}):\n{r.stderr[-3000:]}')
-    return r.stdout
+def llama_simple(gguf: Path, prompt: str, n: int) -> bytes:
+    "llama-simple's greedy run over `prompt` (text; special tokens are parsed) with `n` new tokens: what it prints, the prompt's pieces then the new ones."
+    r = subprocess.run([str(llamacpp.exe('llama-simple')), '-m', str(gguf), '-n', str(n), prompt], capture_output=True)
+    if r.returncode: raise RuntimeError(f'llama-simple failed ({r.returncode}):\n{r.stderr[-3000:].decode(errors="replace")}')
+    return r.stdout.rstrip(b'\n')
+
+
+def pieces_bytes(tok, ids: list[int]) -> bytes:
+    "The bytes llama.cpp prints for these token ids: a byte token as its byte, '▁' as a space, specials by name."
+    out = b''
+    for p in tok.convert_ids_to_tokens(ids):
+        m = re.fullmatch(r'<0x([0-9A-Fa-f]{2})>', p)
+        out += bytes([int(m.group(1), 16)]) if m else p.replace('▁', ' ').encode()
+    return out
 
 
 # ---- the models
@@ -255,23 +264,24 @@ def report(models, res, a, elapsed):
     print(f'\nThe benchmark took {elapsed / 60:.1f} min (build and files: {res["prep_s"] / 60:.1f} min, runs: {res["run_s"] / 60:.1f} min).')
 
 
-def greedy_check(models, a) -> list[str]:
-    "Whether llama-simple's F32 continuation has the text of the connector's float32 greedy tokens, on the demo and the smallest 6B-width model."
+def greedy_check(models, a, n: int = 16) -> list[str]:
+    "Whether llama-simple (F32) prints the pieces of the connector's float32 greedy tokens, prompt and `n` new tokens, on the demo and the smallest 6B-width model."
     from fc_chatglm.tokenizer import ChatGLMTokenizer
-    notes = []
+    notes, smallest = [], min((m['layers'] for m in models.values() if m['layers']), default=None)
     for name, m in models.items():
-        if m['layers'] not in (None, min(x['layers'] or 99 for x in models.values())): continue
-        n = 16
+        if m['layers'] not in (None, smallest): continue
         c = connector(m['folder'], 'float32', argparse.Namespace(**{**vars(a), 'new': 4}), ids=n)
         tok = ChatGLMTokenizer.from_folder(m['folder'])
-        want = tok.decode(c['ids'])
-        # llama-simple tokenizes the text itself: the prefix [gMASK]sop is given as text (special tokens are parsed)
-        got = llama_ids(m['gguf']['F32'], '[gMASK]sop' + c['text'], n)
-        tail = got.split(c['text'][-20:], 1)[-1] if c['text'][-20:] in got else got
-        same = tail.strip().startswith(want.strip()) if want.strip() else None
-        notes.append(f'{name}: {"same" if same else "DIFFERENT" if same is False else "not compared (empty text)"} '
-                     f'({n} tokens; connector {want[:40]!r}, llama.cpp {tail.strip()[:40]!r})')
-        print('  greedy check ' + notes[-1], flush=True)
+        want = pieces_bytes(tok, c['prompt_ids'] + c['ids'])
+        prompt = pieces_bytes(tok, c['prompt_ids'])
+        got = llama_simple(m['gguf']['F32'], '[gMASK]sop' + c['text'], n)
+        if got == want: verdict = f'same prompt and {n} new tokens'
+        elif not got.startswith(prompt): verdict = f'DIFFERENT PROMPT PIECES: llama.cpp tokenized the text otherwise ({got[:60]!r} against {prompt[:60]!r})'
+        else:
+            same = next((i for i in range(1, n + 1) if not got.startswith(pieces_bytes(tok, c['prompt_ids'] + c['ids'][:i]))), n + 1) - 1
+            verdict = f'same prompt, the first {same} of {n} new tokens the same (connector {want[len(prompt):][:50]!r}, llama.cpp {got[len(prompt):][:50]!r})'
+        notes.append(f'{name}: {verdict}')
+        print('  greedy check, ' + notes[-1], flush=True)
     return notes
 
 
