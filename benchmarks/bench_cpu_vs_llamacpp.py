@@ -141,13 +141,34 @@ def measured(cmd: list[str]) -> tuple[str, str, int]:
     return out, err, peak
 
 
-def llama(gguf: Path, a) -> dict:
+def llama(gguf: Path, a, extra: tuple[str, ...] = ()) -> dict:
     out, _, peak = measured([str(llamacpp.exe('llama-bench')), '-m', str(gguf), '-p', str(a.prompt), '-n', str(a.new),
-                             '-t', str(a.threads), '-r', '1', '-o', 'json'])
+                             '-t', str(a.threads), '-r', '1', '-o', 'json', *extra])
     rows = json.loads(out)
     pp = next(r for r in rows if r['n_prompt'] and not r['n_gen'])
     tg = next(r for r in rows if r['n_gen'] and not r['n_prompt'])
     return dict(prompt_tok_s=pp['avg_ts'], gen_tok_s=tg['avg_ts'], peak_rss=peak)
+
+
+NO_REPACK = ('--repack', '0')
+
+def llama_options(models, a) -> tuple[dict, list[str]]:
+    """The extra llama-bench options each GGUF type needs on this machine, and notes: a short run of each; one that crashes runs
+    again with `--repack 0` (no extra buffer types). On a CPU with AMX that the machine does not let programs use (a virtual
+    machine), ggml's AMX kernels for Q8_0 and Q4_0 die in `ggml_backend_amx_mul_mat` (ldtilecfg); `--repack 0` leaves them
+    out, and the CPU repacking of Q4_0 with them, so the quantized figures are then lower than llama.cpp's best."""
+    options, notes = {}, []
+    for t in sorted({t for m in models.values() for t in m['gguf']}):
+        path = next(m['gguf'][t] for m in models.values() if t in m['gguf'])
+        quick = argparse.Namespace(**{**vars(a), 'prompt': 8, 'new': 2})
+        try: llama(path, quick); options[t] = ()
+        except RuntimeError as e:
+            llama(path, quick, NO_REPACK)  # raises if this fails too
+            options[t] = NO_REPACK
+            notes.append(f'{t}: llama-bench crashed ({str(e).splitlines()[0]} probably the AMX kernels), so {t} runs with --repack 0; '
+                         '`python benchmarks/llamacpp.py build --force --no-amx` builds without them')
+            print('  ' + notes[-1], flush=True)
+    return options, notes
 
 
 def llama_simple(gguf: Path, prompt: str, n: int) -> bytes:
@@ -259,6 +280,7 @@ def report(models, res, a, elapsed):
             fixed, per, tg = estimate(1 / med(r2, 'gen_tok_s'), 1 / med(r4, 'gen_tok_s'), n2, n4)
             _, _, mem = estimate(max(r['peak_rss'] for r in r2), max(r['peak_rss'] for r in r4), n2, n4)
             print(f'| {label} | {1 / pp:,.0f} | {1 / tg:.2f} | {fixed * 1e3:.0f} + {per * 1e3:.1f} | {mem / GB:.1f} |')
+    for note in res.get('llama_notes', []): print(f'\nllama.cpp {note}.')
     check = res.get('check')
     if check: print('\nGreedy tokens: ' + '; '.join(check))
     print(f'\nThe benchmark took {elapsed / 60:.1f} min (build and files: {res["prep_s"] / 60:.1f} min, runs: {res["run_s"] / 60:.1f} min).')
@@ -319,17 +341,18 @@ def main():
     if not a.no_check:
         try: res['check'] = greedy_check(models, a)
         except Exception as e: res['check'] = [f'not checked: {type(e).__name__}: {str(e)[:300]}']
+    options, res['llama_notes'] = llama_options(models, a)
     t_runs = time.perf_counter()
     for r in range(a.repeats):
         for name, m in models.items():
             for dt, t in PRECISIONS if m['layers'] else [('float32', 'F32')]:
                 c = connector(m['folder'], dt, a); res['connector'].setdefault((name, dt), []).append(c)
-                l = llama(m['gguf'][t], a); res['llama'].setdefault((name, t), []).append(l)
+                l = llama(m['gguf'][t], a, options[t]); res['llama'].setdefault((name, t), []).append(l)
                 print(f'  round {r + 1}/{a.repeats} {name} {dt}: connector {c["prompt_tok_s"]:,.1f} / {c["gen_tok_s"]:.2f} tok/s '
                       f'(load {c["load_s"]:.1f} s, peak {c["peak_rss"] / GB:.2f} GB); llama.cpp {t} {l["prompt_tok_s"]:,.1f} / '
                       f'{l["gen_tok_s"]:.2f} tok/s (peak {l["peak_rss"] / GB:.2f} GB)', flush=True)
             for t in QUANTS if m['layers'] else []:
-                l = llama(m['gguf'][t], a); res['llama'].setdefault((name, t), []).append(l)
+                l = llama(m['gguf'][t], a, options[t]); res['llama'].setdefault((name, t), []).append(l)
                 print(f'  round {r + 1}/{a.repeats} {name}: llama.cpp {t} {l["prompt_tok_s"]:,.1f} / {l["gen_tok_s"]:.2f} tok/s', flush=True)
     res['run_s'] = time.perf_counter() - t_runs
     report(models, res, a, time.perf_counter() - t_start)

@@ -21,6 +21,13 @@ sentencepiece 0.2.3, torch 2.13.0, transformers 5.24.0, PyYAML 6.0.3, tqdm 4.70.
 vendored gguf-py, so `pip install gguf` is not needed.
 
     python benchmarks/llamacpp.py build                       # download (once) and build; prints the build time
+    python benchmarks/llamacpp.py build --force --no-amx       # again, native but without AMX (see below)
+
+On a virtual machine whose CPU reports AMX (Sapphire Rapids and later) but whose host does not let
+programs use it, the native build's AMX kernels (Q8_0, Q4_0 ...) die (SIGILL or SIGSEGV at
+`ldtilecfg` in `ggml_backend_amx_mul_mat`); the benchmark then runs those types with `--repack 0`
+and says so. Rebuilding with `--no-amx` (`-mno-amx-tile -mno-amx-int8 -mno-amx-bf16` before GCC's
+`-march=native`, which keeps every other native instruction) keeps the CPU repacking of Q4_0 instead.
     python benchmarks/llamacpp.py convert FOLDER OUT.gguf --outtype f16
     python benchmarks/llamacpp.py quantize IN.gguf OUT.gguf Q4_0
 """
@@ -29,6 +36,7 @@ from pathlib import Path
 
 VERSION = '0.3.36'  # llama-cpp-python on PyPI; its vendor/llama.cpp is llama.cpp commit 0c1e570 (the converter patch below is checked against it)
 TARGETS = ('llama-bench', 'llama-quantize', 'llama-simple')
+NO_AMX = '-mno-amx-tile -mno-amx-int8 -mno-amx-bf16'  # compiler flags that keep ggml's AMX kernels out of a native build
 CACHE = Path(os.environ.get('FC_CHATGLM_CACHE', Path.home()/'.cache'/'fc_chatglm'))
 
 
@@ -64,17 +72,21 @@ def fetch_source(version: str = VERSION, cache: Path = CACHE) -> Path:
     return src
 
 
-def build(version: str = VERSION, cache: Path = CACHE, jobs: int = 2, native: bool = True) -> float:
+def build(version: str = VERSION, cache: Path = CACHE, jobs: int = 2, native: bool = True,
+          cmake_args: tuple[str, ...] = (), # more cmake options, e.g. ('-DGGML_NATIVE=OFF', '-DGGML_AVX2=ON', ...)
+          force: bool = False, # configure and build again even when the programs exist (after changing cmake_args)
+          ) -> float:
     "Build the programs in `TARGETS` (skipped when they exist); return the seconds the build took (the first build's, when cached)."
     stamp = root(version, cache)/'build'/'BUILD_SECONDS'
     try:
+        if force: raise FileNotFoundError
         for t in TARGETS: exe(t, version, cache)
         return float(stamp.read_text()) if stamp.exists() else 0.0
     except FileNotFoundError: pass  # not built yet
     src, out = fetch_source(version, cache), root(version, cache)/'build'
     t0 = time.perf_counter()
     subprocess.run(['cmake', '-S', str(src), '-B', str(out), '-DCMAKE_BUILD_TYPE=Release', f'-DGGML_NATIVE={"ON" if native else "OFF"}',
-                    '-DLLAMA_OPENSSL=OFF', '-DLLAMA_BUILD_TESTS=OFF', '-DLLAMA_BUILD_SERVER=OFF'], check=True)
+                    '-DLLAMA_OPENSSL=OFF', '-DLLAMA_BUILD_TESTS=OFF', '-DLLAMA_BUILD_SERVER=OFF', *cmake_args], check=True)
     subprocess.run(['cmake', '--build', str(out), '--config', 'Release', '-j', str(jobs), '--target', *TARGETS], check=True)
     seconds = time.perf_counter() - t0
     stamp.write_text(f'{seconds:.0f}\n')
@@ -142,11 +154,15 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     sub = ap.add_subparsers(dest='cmd', required=True)
     b = sub.add_parser('build'); b.add_argument('--jobs', type=int, default=2)
+    b.add_argument('--force', action='store_true', help='configure and build again')
+    b.add_argument('--no-amx', action='store_true', help='leave out the AMX kernels (GCC and Clang)')
+    b.add_argument('cmake_args', nargs='*', help='more cmake options, after --: e.g. -- -DGGML_NATIVE=OFF -DGGML_AVX512=ON')
     c = sub.add_parser('convert'); c.add_argument('folder'); c.add_argument('out'); c.add_argument('--outtype', default='f16')
     q = sub.add_parser('quantize'); q.add_argument('src'); q.add_argument('out'); q.add_argument('kind')
     a = ap.parse_args()
     if a.cmd == 'build':
-        s = build(jobs=a.jobs)
+        no_amx = ('-DCMAKE_C_FLAGS=' + NO_AMX, '-DCMAKE_CXX_FLAGS=' + NO_AMX) if a.no_amx else ()
+        s = build(jobs=a.jobs, cmake_args=no_amx + tuple(a.cmake_args), force=a.force)
         print(f'llama.cpp (llama-cpp-python {VERSION}) built in {bin_dir()} in {s:.0f} s (cached: the first build\'s time)')
     elif a.cmd == 'convert': _convert_here(a.folder, a.out, a.outtype)
     else: print(f'{quantize(Path(a.src), Path(a.out), a.kind):.1f} s')
