@@ -14,6 +14,11 @@ For each dtype, loads a 6B-width ChatGLM2 checkpoint (random weights, written by
   prints the memory bandwidth the matrix products reach (bytes / their time);
 - prints the top operations by own time, with their input shapes and dtypes.
 
+Then profiles one 128-token prompt (the operations that take most of it) and, in half precision,
+times the output layer on the last prompt position as the prompt hands it over and as a fresh row
+(the first sends PyTorch down a batched path that copies the whole output weight: see the page
+`nbs/cpu.md`).
+
 Then, on the demo model (hidden 64: nothing to compute), the fixed cost of one new token split into
 the model's step, the sampler, and the text stream, against the whole loop (`engine.generate`).
 
@@ -89,6 +94,36 @@ def step_profile(engine, prompt: list[int], steps: int) -> dict:
         ops.append((per_step, name, len(ts) / steps, shapes[name]))
     ops.sort(reverse=True)
     return dict(step_s=statistics.median(times), profiled_s=profiled, groups=dict(groups), ops=ops, calls=calls / steps)
+
+
+def prompt_profile(engine, prompt: list[int], label: str, rows: int = 6):
+    "Record one prompt (after a short warm-up) and print its time and the operations that take most of it."
+    from torch.profiler import ProfilerActivity, profile
+    dec = engine.decoder
+    with torch.inference_mode():
+        dec.start(prompt[:16], 2, reuse=False); dec.prefill(); dec.end(None)
+        with profile(activities=[ProfilerActivity.CPU], record_shapes=True) as prof:
+            t = time.perf_counter(); dec.start(prompt, 2, reuse=False); dec.prefill(); took = time.perf_counter() - t
+        dec.end(None)
+    print(f'\n### {label}: a {len(prompt)}-token prompt\n\n{took:.2f} s ({len(prompt) / took:,.0f} tok/s); the operations that take most of it:\n')
+    print('| operation | own time s | share | calls | input shapes |\n|---|---|---|---|---|')
+    for e in sorted(prof.key_averages(group_by_input_shape=True), key=lambda e: -e.self_cpu_time_total)[:rows]:
+        print(f'| {e.key} | {e.self_cpu_time_total / 1e6:.2f} | {e.self_cpu_time_total / 1e6 / took:.0%} | {e.count} | {str(e.input_shapes)[:80]} |')
+
+
+def output_layer_check(dtype: torch.dtype, vocab: int = 65024, hidden: int = 4096, prompt: int = 128):
+    """The output layer's product for the last prompt position, as `logits_to_keep=1` hands it over (a slice of the prompt's
+    hidden states: batch stride prompt x hidden) and as a fresh row: in bfloat16 and float16 the slice sends F.linear down a
+    batched path that copies the whole (transposed) weight first."""
+    F = torch.nn.functional
+    w, h = torch.randn(vocab, hidden, dtype=dtype) * 0.02, torch.randn(1, prompt, hidden, dtype=dtype)
+    print(f'\n### the output layer ({vocab} x {hidden}, {str(dtype)[6:]}) on the last prompt position\n\n| input | ms | strides |\n|---|---|---|')
+    with torch.inference_mode():
+        for name, x in [('h[:, -1:] (what logits_to_keep=1 gives)', h[:, -1:]), ('h[:, -1:].reshape(1, -1) (2-D)', h[:, -1:].reshape(1, -1)),
+                        ('a fresh (1, 1, hidden) tensor, as a decoding step has', h[:, -1:].reshape(1, 1, -1).clone(memory_format=torch.contiguous_format))]:
+            F.linear(x[..., :64], w[:64, :64])  # warm the path on a small case
+            t = time.perf_counter(); F.linear(x, w); ms = (time.perf_counter() - t) * 1e3
+            print(f'| {name} | {ms:,.0f} | {tuple(x.stride())} |')
 
 
 def show(label: str, model, r: dict):
@@ -174,7 +209,9 @@ def main():
             engine = load_engine(LoadOptions(model=folder, device='cpu', dtype=dt))
             prompt = engine.fmt.text_ids(bench.prompt_text(lambda s: len(engine.fmt.text_ids(s)), 128))
             show(f'6B width, {a.layers} layers, {dt}', engine.model, step_profile(engine, prompt, a.steps))
+            prompt_profile(engine, prompt, f'6B width, {a.layers} layers, {dt}')
             del engine
+            if dt != 'float32': output_layer_check(getattr(torch, dt))
     demo_fixed_cost(a.cache, a.demo_tokens)
 
 
