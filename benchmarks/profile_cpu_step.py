@@ -138,7 +138,8 @@ def show(label: str, model, r: dict):
     for g, s in sorted(r['groups'].items(), key=lambda x: -x[1]):
         print(f'| {g} | {s * 1e3:.3f} | {s / r["step_s"]:.0%} |')
     rest = r['step_s'] - in_ops
-    print(f'| Python, dispatch, threads waking (step minus operations) | {rest * 1e3:.3f} | {rest / r["step_s"]:.0%} |')
+    print(f'| Python, dispatch, threads waking (step minus operations) | {rest * 1e3:.3f} | {rest / r["step_s"]:.0%} |' if rest > 0 else
+          f'| Python, dispatch, threads waking (step minus operations) | none to see: the operations\' medians add up to more than the step\'s ({rest * 1e3:.1f} ms) | |')
     print('\ntop operations by own time:\n\n| operation | ms per step | calls per step | input shapes (first call) |\n|---|---|---|---|')
     for s, k, n, shapes in r['ops'][:10]: print(f'| {k} | {s * 1e3:.2f} | {n:.0f} | {shapes} |')
 
