@@ -29,9 +29,13 @@ What it does, each step skipped when its result is already in the cache folder
    4-layer fit: time per token = fixed + per layer x layers, memory likewise.
 
 It is a benchmark, not a test: it asserts nothing about time. Disk: about 32 GB in the cache folder.
-Memory: about 12 GB at most (the 4-layer float32 checkpoint being written). Time, on a 2-core
-machine: the first run (build, checkpoints, conversions) 30-40 minutes; then `--quick` about 10
-minutes and the full benchmark (6 rounds) about an hour.
+Memory: about 9 GB at most (the connector's 4-layer float32 run: the model and one shard). Time,
+measured on a 2-core machine shared with four other jobs (everything at nice 19): the llama.cpp build
+23 minutes (7 minutes of CPU), the two checkpoints 3 minutes each, conversions and quantizations
+about 6 minutes; then `--quick` 8 minutes, and about 20 minutes per full round (128 new tokens), so
+about 2 hours for the default 6 rounds there; a quiet machine is faster. Figures are printed after
+every round, so a run stopped early still reports. `benchmarks/profile_cpu_step.py` shows where the
+connector's time goes; `nbs/cpu.md` has both scripts' output and what it suggests.
 
     python benchmarks/bench_cpu_vs_llamacpp.py                   # everything, 6 interleaved rounds
     python benchmarks/bench_cpu_vs_llamacpp.py --quick           # 1 round, 32 new tokens
