@@ -28,7 +28,7 @@ What it does, each step skipped when its result is already in the cache folder
    per new token on the demo model, and the full ChatGLM2-6B estimate (28 layers) from the 2- and
    4-layer fit: time per token = fixed + per layer x layers, memory likewise.
 
-It is a benchmark, not a test: it asserts nothing about time. Disk: about 32 GB in the cache folder.
+It is a benchmark, not a test: it asserts nothing about time. Disk: about 30 GB in the cache folder.
 Memory: about 9 GB at most (the connector's 4-layer float32 run: the model and one shard). Time,
 measured on a 2-core machine shared with four other jobs (everything at nice 19): the llama.cpp build
 23 minutes (7 minutes of CPU), the two checkpoints 3 minutes each, conversions and quantizations
