@@ -17,7 +17,8 @@ For each dtype, loads a 6B-width ChatGLM2 checkpoint (random weights, written by
 Then profiles one 128-token prompt (the operations that take most of it) and, in half precision,
 times the output layer on the last prompt position as the prompt hands it over and as a fresh row
 (the first sends PyTorch down a batched path that copies the whole output weight: see the page
-`nbs/cpu.md`).
+`nbs/cpu.md`), and profiles the prompt again with the output layer given a 2-D row (an
+experiment here, not the connector's code).
 
 Then, on the demo model (hidden 64: nothing to compute), the fixed cost of one new token split into
 the model's step, the sampler, and the text stream, against the whole loop (`engine.generate`).
@@ -25,6 +26,7 @@ the model's step, the sampler, and the text stream, against the whole loop (`eng
     python benchmarks/profile_cpu_step.py                                  # 2 layers, float32 and float16, then the demo
     python benchmarks/profile_cpu_step.py --dtypes bfloat16 --steps 8
     python benchmarks/profile_cpu_step.py --skip-6b                        # the demo only (seconds)
+    python benchmarks/profile_cpu_step.py --prompt-only --dtypes bfloat16 float16
 """
 import argparse, os, statistics, sys, time
 from collections import defaultdict
@@ -126,6 +128,13 @@ def output_layer_check(dtype: torch.dtype, vocab: int = 65024, hidden: int = 409
             print(f'| {name} | {ms:,.0f} | {tuple(x.stride())} |')
 
 
+def flat_output_layer(model):
+    "An experiment, not the connector's code: the output layer multiplies a 2-D copy of its input's rows (see `output_layer_check`)."
+    head = model.get_output_embeddings()
+    forward = head.forward
+    head.forward = lambda x: forward(x.reshape(-1, x.shape[-1])).view(*x.shape[:-1], -1)
+
+
 def show(label: str, model, r: dict):
     in_ops = sum(r['groups'].values())
     wb = weight_bytes(model)
@@ -196,6 +205,7 @@ def main():
     ap.add_argument('--threads', type=int, default=2)
     ap.add_argument('--demo-tokens', type=int, default=200)
     ap.add_argument('--skip-6b', action='store_true')
+    ap.add_argument('--prompt-only', action='store_true', help='the 6B-width prompts only (no steps, no demo)')
     ap.add_argument('--cache', type=Path, default=Path(os.environ.get('FC_CHATGLM_CACHE', Path.home()/'.cache'/'fc_chatglm'))/'bench')
     a = ap.parse_args()
     torch.set_num_threads(a.threads)
@@ -209,11 +219,14 @@ def main():
         for dt in a.dtypes:
             engine = load_engine(LoadOptions(model=folder, device='cpu', dtype=dt))
             prompt = engine.fmt.text_ids(bench.prompt_text(lambda s: len(engine.fmt.text_ids(s)), 128))
-            show(f'6B width, {a.layers} layers, {dt}', engine.model, step_profile(engine, prompt, a.steps))
+            if not a.prompt_only: show(f'6B width, {a.layers} layers, {dt}', engine.model, step_profile(engine, prompt, a.steps))
             prompt_profile(engine, prompt, f'6B width, {a.layers} layers, {dt}')
+            if dt != 'float32':
+                flat_output_layer(engine.model)
+                prompt_profile(engine, prompt, f'6B width, {a.layers} layers, {dt}, the output layer given a 2-D row (an experiment)')
             del engine
-            if dt != 'float32': output_layer_check(getattr(torch, dt))
-    demo_fixed_cost(a.cache, a.demo_tokens)
+            if dt != 'float32' and not a.prompt_only: output_layer_check(getattr(torch, dt))
+    if not a.prompt_only: demo_fixed_cost(a.cache, a.demo_tokens)
 
 
 if __name__ == '__main__':
