@@ -85,7 +85,6 @@ def prompt_text(count_ids, n: int) -> str:
 
 
 def child(a):
-    import threading
     import torch
     torch.set_num_threads(a.threads)
     from fc_chatglm.load import LoadOptions, load_engine
