@@ -5,8 +5,8 @@
 # %% auto #0
 __all__ = ['log', 'TILE_GROUP', 'QUANTIZE', 'swap_modules', 'FusedRMSNorm', 'fuse_norms', 'Int4Linear', 'int4_layers',
            'tile_bytes', 'int4_kernel_refusal', 'tile_int4', 'cat_linears', 'InterleavedRotary', 'rotate_pairs_',
-           'FusedGlmAttention', 'fuse_attention', 'native_half', 'PromptUpcastLinear', 'upcast_prompts',
-           'check_quantize', 'quantize_bnb', 'prepare']
+           'FusedGlmAttention', 'fuse_attention', 'RowsLinear', 'native_half', 'PromptUpcastLinear', 'upcast_prompts',
+           'rows_linear', 'check_quantize', 'quantize_bnb', 'prepare']
 
 # %% ../nbs/03a_speedups.ipynb #fd0f2c3d
 import logging
@@ -220,6 +220,20 @@ def fuse_attention(model: GlmForCausalLM) -> int:
     m.rotary_emb = InterleavedRotary(rotary)
     return len(m.layers)
 
+# %% ../nbs/03a_speedups.ipynb #48d5ff68
+class RowsLinear(nn.Linear):
+    "A linear layer that multiplies its input as a 2-D matrix of rows, whatever its leading dimensions and their strides."
+    @classmethod
+    def like(cls, linear: nn.Linear) -> 'RowsLinear':
+        "The same layer, with the same parameters (nothing copied)."
+        with torch.device('meta'): out = cls(linear.in_features, linear.out_features, bias=linear.bias is not None)
+        out.weight, out.bias = linear.weight, linear.bias
+        return out
+
+    def forward(self, x: Tensor) -> Tensor:
+        rows = x.reshape(-1, self.in_features)  # a view where it can be: the (1, 1, hidden) slice becomes one row
+        return F.linear(rows, self.weight, self.bias).view(*x.shape[:-1], self.out_features)
+
 # %% ../nbs/03a_speedups.ipynb #93feb2de
 _NATIVE = {torch.bfloat16: '_is_mkldnn_bf16_supported', torch.float16: '_is_mkldnn_fp16_supported'}
 
@@ -230,21 +244,14 @@ def native_half(dtype: torch.dtype) -> bool:
     except Exception: return False  # a torch built without oneDNN has no fast path either
 
 # %% ../nbs/03a_speedups.ipynb #3613856a
-class PromptUpcastLinear(nn.Linear):
+class PromptUpcastLinear(RowsLinear):
     "A half-precision linear layer that multiplies inputs of many rows (prompts) in float32, a slice of the weight at a time."
     ROWS = 8  # fewer rows than this (one token): multiplied in half precision
     SLICE = 1 << 22  # weight values converted at a time: 16 MB in float32
 
-    @classmethod
-    def like(cls, linear: nn.Linear) -> 'PromptUpcastLinear':
-        "The same layer, with the same parameters (nothing copied)."
-        with torch.device('meta'): out = cls(linear.in_features, linear.out_features, bias=linear.bias is not None)
-        out.weight, out.bias = linear.weight, linear.bias
-        return out
-
     def forward(self, x: Tensor) -> Tensor:
         rows = x.numel() // self.in_features
-        if rows < self.ROWS or x.dtype == torch.float32: return super().forward(x)
+        if rows < self.ROWS or x.dtype == torch.float32: return super().forward(x)  # as a 2-D row (`RowsLinear`)
         xt = x.reshape(rows, self.in_features).float().T  # (in, rows)
         out = torch.empty(self.out_features, rows, device=x.device)  # transposed, so that each slice writes whole rows
         step = max(1, self.SLICE // self.in_features)
@@ -258,8 +265,12 @@ class PromptUpcastLinear(nn.Linear):
 
 # %% ../nbs/03a_speedups.ipynb #48e8bd59
 def upcast_prompts(model: nn.Module) -> int:
-    "Replace every plain `nn.Linear` in `model` by a `PromptUpcastLinear` with the same parameters; return how many."
-    return swap_modules(model, nn.Linear, PromptUpcastLinear.like)
+    "Replace every plain `nn.Linear` (or `RowsLinear`) in `model` by a `PromptUpcastLinear` with the same parameters; return how many."
+    return sum(swap_modules(model, kind, PromptUpcastLinear.like) for kind in (nn.Linear, RowsLinear))
+
+def rows_linear(model: nn.Module) -> int:
+    "Replace every plain `nn.Linear` in `model` by a `RowsLinear` with the same parameters; return how many."
+    return swap_modules(model, nn.Linear, RowsLinear.like)
 
 # %% ../nbs/03a_speedups.ipynb #ae2cb4b8
 QUANTIZE = ('8bit', '4bit')
@@ -317,5 +328,7 @@ def prepare(model: nn.Module, # a model as loaded, on its device (on the CPU for
     if n := tile_int4(model, dtype): done.append(f'{n} int4 layers on the CUDA int4 kernel')
     if upcast is None: upcast = device.type == 'cpu' and not native_half(dtype)
     if upcast and (n := upcast_prompts(model)): done.append(f'{n} linear layers that multiply prompts in float32')
+    elif device.type == 'cpu' and dtype in (torch.float16, torch.bfloat16) and (n := rows_linear(model)):
+        done.append(f'{n} linear layers that multiply 2-D rows')
     log.info('prepared the model for %s in %s: %s', device, str(dtype).removeprefix('torch.'), ', '.join(done) or 'nothing to change')
     return model
