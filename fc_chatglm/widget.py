@@ -211,7 +211,7 @@ function render({ model, el }) {
   box.addEventListener('keydown', e => {
     e.stopPropagation();  // Shift+Enter must not run the cell (nor any other key reach the notebook)
     if (e.key === 'Enter' && !(e.shiftKey || e.ctrlKey || e.metaKey || e.altKey || e.isComposing)) {
-      e.preventDefault(); sync(); model.send({event: 'send'});
+      e.preventDefault(); sync(); model.send({event: 'send', text: box.value});  // the text rides along: see on_submit
     }
   });
   model.on('change:value', () => { if (box.value !== model.get('value')) box.value = model.get('value'); });
@@ -239,8 +239,14 @@ class ChatInput(anywidget.AnyWidget):
     rows = traitlets.Int(3).tag(sync=True)
 
     def on_submit(self, callback: Callable[[], object]):
-        "Call `callback` when Enter is pressed in the box (its text is synced by then)."
-        self.on_msg(lambda _, content, buffers: callback() if content.get('event') == 'send' else None)
+        "Call `callback` when Enter is pressed in the box, with `value` set to the text the box held then."
+        def received(_, content, buffers):
+            if content.get('event') != 'send': return
+            # ipywidgets holds back a state update while an earlier one awaits the kernel, but sends a message at once:
+            # the text comes with the message, or the callback could read the box's value from before the last keys
+            if isinstance(text := content.get('text'), str): self.value = text
+            callback()
+        self.on_msg(received)
 
     def focus(self):
         "Put the cursor in the box (in every view of it)."
