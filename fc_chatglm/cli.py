@@ -43,7 +43,8 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument('--quantize', choices=choices('quantize'), help='quantize an fp16 checkpoint while loading (CUDA, needs bitsandbytes)')
     p.add_argument('--decode', choices=choices('decode'), help='how each token is decoded: graph (the default '
                    'on a GPU) replays the step as a CUDA graph; compile also fuses kernels with torch.compile, after a warm-up '
-                   'of about a minute, and needs Triton; eager runs the Python model each time (the default on a CPU)')
+                   'of about a minute, and needs Triton; direct (the default on a CPU) runs a ChatGLM step written out over its own '
+                   'key-value buffers; eager runs the transformers model each time')
     p.add_argument('--compile', dest='decode', action='store_const', const='compile', help='the same as --decode compile')
     p.add_argument('--context', type=int, help='with graph or compile: the static cache\'s length in tokens '
                    '(prompt + reply; default 4096); longer requests are decoded eagerly')

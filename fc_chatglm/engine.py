@@ -199,6 +199,7 @@ def read_reply(tokens: Iterable[int], # the reply's token ids, as the decoder re
 # %% ../nbs/05_engine.ipynb #8c25d273
 FALLBACK = {  # the warning when a faster decoder cannot be made: why, then what decodes instead (THEN)
     'graph': 'graph: the decoding step could not be recorded as a CUDA graph.',
+    'direct': 'direct: the written-out decoding step failed.',
     'compile': 'compile: the decoder could not be compiled. torch.compile needs Triton on a GPU (a separate install '
                'on Windows) and a C++ compiler on a CPU.'}
 THEN = {
@@ -221,7 +222,7 @@ class TransformersEngine:
                  fmt: ChatFormat, # its prompt format
                  name: str = 'model', # shown in /health and the log
                  window: int | None = None, # context window; default: the model's max positions
-                 decode: str = 'eager', # how the decoder runs a step: 'eager', 'graph' or 'compile'
+                 decode: str = 'eager', # how the decoder runs a step: 'eager', 'direct', 'graph' or 'compile'
                  context: int = 4096, # with 'graph' or 'compile': the static cache's length (longer requests run eagerly)
                  capture: Callable | None = None, # with 'graph': how a step is recorded (`capture_cuda_graph`)
                  files: object | None = None, # kept as long as the engine: e.g. the temporary folder its weights are mapped from

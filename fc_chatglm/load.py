@@ -60,11 +60,11 @@ def half_dtype(kind: str) -> torch.dtype:
     return torch.float16 if kind == 'chatglm2' else torch.bfloat16
 
 # %% ../nbs/06_load.ipynb #4164b71e
-def resolve_decode(decode: str, # auto, eager, graph or compile
+def resolve_decode(decode: str, # auto, eager, direct, graph or compile
                    device: str, # a resolved device
                    ) -> str:
-    "How the decoder runs a step: `auto` records it as a CUDA graph on a GPU, and runs it eagerly on a CPU."
-    if decode == 'auto': return 'graph' if device.startswith('cuda') else 'eager'
+    "How the decoder runs a step: `auto` records it as a CUDA graph on a GPU, and runs it written out (`direct`) on a CPU."
+    if decode == 'auto': return 'graph' if device.startswith('cuda') else 'direct'
     if decode not in MODES: raise UserError(f'Unknown decode mode {decode!r}: use auto, {", ".join(MODES)}.')
     return decode
 
@@ -181,7 +181,7 @@ class LoadOptions:
     device: str = 'auto'  # auto, cuda, cuda:N or cpu
     dtype: str = 'auto'  # auto, float16, bfloat16 or float32
     quantize: str | None = None  # 8bit or 4bit: quantize a half-precision checkpoint with bitsandbytes (CUDA)
-    decode: str = 'auto'  # auto, eager, graph or compile: how a decoding step runs (`04a_decode`)
+    decode: str = 'auto'  # auto, eager, direct, graph or compile: how a decoding step runs (`04a_decode`)
     context: int = 4096  # with graph or compile: the static cache's length; longer requests run eagerly
     demo_dir: Path | None = None  # where the demo's files go (a temporary folder if None)
 
@@ -235,7 +235,7 @@ def load_engine(opts: LoadOptions, # what to load
         model, fmt, name = model, GLMFormat(tok), 'demo (random weights: replies are noise)'
     else: model, fmt, name = _load_folder(opts, device, progress)
     engine = TransformersEngine(model, fmt, name=name, decode=decode, context=opts.context, files=files)
-    if decode != 'eager':
+    if decode in ('graph', 'compile'):
         progress(0.99, 'recording the decoding step' if decode == 'graph' else 'compiling the decoder')
         seconds = engine.warm_up()
         if engine.decode == decode:

@@ -446,7 +446,7 @@ def add_health(app: FastAPI):
         host, worker = app.state.host, app.state.worker
         e = host.engine
         return {'status': host.status, 'progress': round(host.progress, 3), 'detail': host.detail, 'error': host.error,
-                'model': getattr(e, 'name', None), 'decode': getattr(e, 'decode', None),  # eager, graph or compile
+                'model': getattr(e, 'name', None), 'decode': getattr(e, 'decode', None),  # eager, direct, graph or compile
                 'streams': len(worker.streams), 'waiting': worker.waiting, 'embedding': app.state.embeddings.health(),
                 **({'upstream': e.health()} if hasattr(e, 'health') else {})}  # an upstream engine's state (`07b_upstream`)
 
