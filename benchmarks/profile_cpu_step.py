@@ -26,6 +26,7 @@ the model's step, the sampler, and the text stream, against the whole loop (`eng
     python benchmarks/profile_cpu_step.py                                  # 2 layers, float32 and float16, then the demo
     python benchmarks/profile_cpu_step.py --dtypes bfloat16 --steps 8
     python benchmarks/profile_cpu_step.py --skip-6b                        # the demo only (seconds)
+    python benchmarks/profile_cpu_step.py --skip-6b --decode eager         # the same, transformers' eager step
     python benchmarks/profile_cpu_step.py --prompt-only --dtypes bfloat16 float16
 """
 import argparse, os, statistics, sys, time
@@ -153,14 +154,14 @@ def show(label: str, model, r: dict):
     for s, k, n, shapes in r['ops'][:10]: print(f'| {k} | {s * 1e3:.2f} | {n:.0f} | {shapes} |')
 
 
-def demo_fixed_cost(cache: Path, tokens: int):
+def demo_fixed_cost(cache: Path, tokens: int, decode: str = 'auto'):
     "The demo model's cost per new token: the whole loop, the model's step alone, the sampler alone, the text stream alone."
     import bench_cpu_vs_llamacpp as bench
     from fc_chatglm.decode import Sampler
     from fc_chatglm.engine import TextStream
     from fc_chatglm.load import LoadOptions, load_engine
     from fc_chatglm.schemas import GenerationParams, TextRequest
-    engine = load_engine(LoadOptions(model=bench.demo_folder(cache), device='cpu', dtype='float32'))
+    engine = load_engine(LoadOptions(model=bench.demo_folder(cache), device='cpu', dtype='float32', decode=decode))
     engine.text_as, engine.fmt.eos_ids = 'raw', set()
     text = bench.prompt_text(lambda s: len(engine.fmt.text_ids(s)), 128)
     req = TextRequest(message=text, settings={'temperature': 0, 'maxResponseTokens': tokens})
@@ -187,7 +188,7 @@ def demo_fixed_cost(cache: Path, tokens: int):
     samp = per_call(lambda _: int(sampler(logits)), range(tokens))
     stream = TextStream(engine.fmt.decode)
     text_s = per_call(stream.push, [int(i) for i in torch.randint(3, 590, (tokens,))])
-    print(f'\n### demo model: the fixed cost of a new token\n')
+    print(f'\n### demo model: the fixed cost of a new token ({engine.decode} decoding)\n')
     print('| part | ms per token |\n|---|---|')
     print(f'| the whole loop (engine.generate: median time between two pieces of text; mean {loop_mean * 1e3:.3f}) | {loop * 1e3:.3f} |')
     print(f'| the model\'s step (Decoder.step, median of a tight loop) | {r["step_s"] * 1e3:.3f} |')
@@ -204,6 +205,7 @@ def main():
     ap.add_argument('--steps', type=int, default=16, help='steps timed, and as many profiled')
     ap.add_argument('--threads', type=int, default=2)
     ap.add_argument('--demo-tokens', type=int, default=200)
+    ap.add_argument('--decode', default='auto', help="the decoder's mode: auto (direct on a CPU), direct or eager")
     ap.add_argument('--skip-6b', action='store_true')
     ap.add_argument('--prompt-only', action='store_true', help='the 6B-width prompts only (no steps, no demo)')
     ap.add_argument('--cache', type=Path, default=Path(os.environ.get('FC_CHATGLM_CACHE', Path.home()/'.cache'/'fc_chatglm'))/'bench')
@@ -217,7 +219,7 @@ def main():
         a.cache.mkdir(parents=True, exist_ok=True)
         folder = bench.checkpoint(a.cache, a.layers)
         for dt in a.dtypes:
-            engine = load_engine(LoadOptions(model=folder, device='cpu', dtype=dt))
+            engine = load_engine(LoadOptions(model=folder, device='cpu', dtype=dt, decode=a.decode))
             prompt = engine.fmt.text_ids(bench.prompt_text(lambda s: len(engine.fmt.text_ids(s)), 128))
             if not a.prompt_only: show(f'6B width, {a.layers} layers, {dt}', engine.model, step_profile(engine, prompt, a.steps))
             prompt_profile(engine, prompt, f'6B width, {a.layers} layers, {dt}')
@@ -226,7 +228,7 @@ def main():
                 prompt_profile(engine, prompt, f'6B width, {a.layers} layers, {dt}, the output layer given a 2-D row (an experiment)')
             del engine
             if dt != 'float32' and not a.prompt_only: output_layer_check(getattr(torch, dt))
-    if not a.prompt_only: demo_fixed_cost(a.cache, a.demo_tokens)
+    if not a.prompt_only: demo_fixed_cost(a.cache, a.demo_tokens, a.decode)
 
 
 if __name__ == '__main__':
