@@ -232,7 +232,10 @@ class RowsLinear(nn.Linear):
 
     def forward(self, x: Tensor) -> Tensor:
         rows = x.reshape(-1, self.in_features)  # a view where it can be: the (1, 1, hidden) slice becomes one row
-        return F.linear(rows, self.weight, self.bias).view(*x.shape[:-1], self.out_features)
+        if len(rows) == 1 and rows.dtype == torch.bfloat16 and rows.device.type == 'cpu':  # one token: the matrix-vector kernel
+            out = torch.mv(self.weight, rows[0]) if self.bias is None else torch.addmv(self.bias, self.weight, rows[0])
+        else: out = F.linear(rows, self.weight, self.bias)
+        return out.view(*x.shape[:-1], self.out_features)
 
 # %% ../nbs/03a_speedups.ipynb #93feb2de
 _NATIVE = {torch.bfloat16: '_is_mkldnn_bf16_supported', torch.float16: '_is_mkldnn_fp16_supported'}
