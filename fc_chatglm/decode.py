@@ -5,7 +5,7 @@
 # %% auto #0
 __all__ = ['log', 'MIN_TRANSFORMERS', 'INVALID', 'GROUPED', 'MODES', 'check_transformers', 'top_p_filter', 'draw', 'Sampler',
            'TokenPipe', 'decode_tokens', 'common_prefix', 'reusable', 'grouped_attention', 'prepare_decoding',
-           'Decoder', 'capture_cuda_graph', 'DirectStep', 'Reply']
+           'Decoder', 'capture_cuda_graph', 'bound', 'DirectStep', 'Reply']
 
 # %% ../nbs/04a_decode.ipynb #aec97f60
 import inspect
@@ -13,11 +13,14 @@ import logging
 import sys
 import threading
 from collections import deque
+from functools import partial
 from typing import Callable, Iterator
 
 import torch
 import torch.nn.functional as F
+from torch import nn
 from torch import Tensor
+from transformers.activations import SiLUActivation
 from transformers import AttentionInterface, CompileConfig, DynamicCache, PreTrainedModel, StaticCache
 from transformers.cache_utils import Cache, DynamicLayer, StaticLayer
 from transformers.integrations.sdpa_attention import sdpa_attention_forward
@@ -25,7 +28,7 @@ from transformers.masking_utils import AttentionMaskInterface, sdpa_mask
 from transformers.models.glm.modeling_glm import GlmMLP
 
 from .schemas import GenerationParams, UserError
-from .speedups import FusedGlmAttention, InterleavedRotary, rotate_pairs_
+from .speedups import FusedGlmAttention, FusedRMSNorm, InterleavedRotary, rotate_pairs_
 
 log = logging.getLogger('fc_chatglm')
 
@@ -288,16 +291,24 @@ def capture_cuda_graph(step: Callable[[torch.Tensor], torch.Tensor], # ids (1, 1
 
 
 # %% ../nbs/04a_decode.ipynb #644db05c
+def bound(module: nn.Module) -> Callable[[Tensor], Tensor]:
+    "`module` as the function it calls, bound to its weights, where its type is known (a plain linear layer, a fused norm, SiLU); else itself."
+    if type(module) is nn.Linear: return partial(F.linear, weight=module.weight, bias=module.bias)
+    if type(module) is FusedRMSNorm: return partial(F.rms_norm, normalized_shape=module.weight.shape, weight=module.weight,
+                                                    eps=module.variance_epsilon)
+    if type(module) is SiLUActivation: return F.silu
+    return module
+
 class DirectStep:
     "A fused GLM model's forward pass written out over key-value buffers it owns: the decoder's step and prompt in 'direct' mode."
     GROW = 256  # positions added at least when the buffers grow (they double otherwise)
 
     def __init__(self, model: PreTrainedModel): # a GLM model that `prepare` fused (see `fits`)
         m, a = model.model, model.model.layers[0].self_attn
-        self.embed, self.norm, self.head, self.inv_freq = m.embed_tokens, m.norm, model.lm_head, m.rotary_emb.inv_freq
+        self.embed, self.norm, self.head, self.inv_freq = m.embed_tokens, bound(m.norm), bound(model.lm_head), m.rotary_emb.inv_freq
         self.heads, self.groups, self.dim, self.scaling = a.heads, a.groups, a.head_dim, a.scaling
-        self.layers = [(l.input_layernorm, l.self_attn.qkv_proj, l.self_attn.o_proj, l.post_attention_layernorm,
-                        l.mlp.gate_up_proj, l.mlp.activation_fn, l.mlp.down_proj) for l in m.layers]
+        self.layers = [tuple(map(bound, (l.input_layernorm, l.self_attn.qkv_proj, l.self_attn.o_proj, l.post_attention_layernorm,
+                                         l.mlp.gate_up_proj, l.mlp.activation_fn, l.mlp.down_proj))) for l in m.layers]
         self.length, self.capacity, self.keys, self.values, self.cos, self.sin = 0, 0, None, None, None, None
 
     @staticmethod
