@@ -7,7 +7,7 @@ __all__ = ['log', 'KERNEL_DTYPE', 'INT4_GROUPS', 'QUANTIZE', 'quantize_int8', 'd
            'Int8Linear', 'int8_layers', 'int8_linears', 'int4_cpu_refusal', 'Int4CpuLinear', 'int4_cpu_error',
            'int4_cpu', 'check_quantize', 'int8_dtype', 'cpu_auto_quantize', 'load_quantize']
 
-# %% ../nbs/03c_quantize.ipynb #8a362ae5
+# %% ../nbs/03c_quantize.ipynb #6f2cd4f7
 import logging
 import platform
 import sys
@@ -24,12 +24,12 @@ from .speedups import Int4Linear, _bitsandbytes, native_half, swap_modules
 
 log = logging.getLogger('fc_chatglm')
 
-# %% ../nbs/03c_quantize.ipynb #6ea0c977
+# %% ../nbs/03c_quantize.ipynb #c2977701
 KERNEL_DTYPE = torch.bfloat16  # the activations torch's int8 and int4 CPU kernels read with vector instructions on x86
 
 @torch.no_grad()
 def quantize_int8(weight: Tensor, # a float weight [out, in]
-                  block: int = 1 << 20, # weight values converted at a time: bounds the float32 copy (4 MB)
+                  block: int = 1 << 22, # weight values converted at a time: bounds the float32 copy (16 MB)
                  ) -> tuple[Tensor, Tensor]:
     "int8 [out, in] and bfloat16 [out] scales, symmetric per output row: `weight ≈ q * scale`, |q| ≤ 127."
     q = torch.empty(weight.shape, dtype=torch.int8, device=weight.device)
@@ -37,7 +37,7 @@ def quantize_int8(weight: Tensor, # a float weight [out, in]
     rows = max(1, block // max(1, weight.shape[1]))
     for i in range(0, weight.shape[0], rows):
         w = weight[i:i + rows].to(torch.float32, copy=True)  # a copy even of float32: divided in place below
-        s = (w.abs().amax(-1) / 127).to(KERNEL_DTYPE)  # rounded first, so that q fits the scale actually stored
+        s = (torch.linalg.vector_norm(w, float('inf'), dim=-1) / 127).to(KERNEL_DTYPE)  # max |w|; rounded first, so that q fits the scale stored
         scale[i:i + rows] = s
         q[i:i + rows] = w.div_(torch.where(s > 0, s, 1).float()[:, None]).round_().clamp_(-127, 127)
     return q, scale
@@ -49,17 +49,21 @@ def dequantize_int8(q: Tensor, # int8 [out, in]
     "The weight [out, in] that `q` and `scale` encode."
     return q.to(dtype) * scale.to(dtype)[:, None]
 
-# %% ../nbs/03c_quantize.ipynb #fa934087
-def int8_kernel_refusal() -> str | None:
-    "Why torch's int8 CPU kernel (`torch._weight_int8pack_mm`) runs without its vector path on this machine, or None when it has one."
-    if not hasattr(torch, '_weight_int8pack_mm'): return 'this torch has no int8 kernel'
+# %% ../nbs/03c_quantize.ipynb #82e61eab
+def _no_vector_path(kind: str) -> str | None:
+    "Why torch's `kind` (int8 or int4) CPU kernel runs its scalar loop here, as its source reads; None where it has a vector path."
     if platform.machine().lower() in ('arm64', 'aarch64'): return None  # NEON, any activation dtype
-    if sys.platform == 'win32': return "torch's Windows build compiles the int8 kernel without its vector path (it is built with MSVC)"
+    if sys.platform == 'win32': return f"torch's Windows build compiles the {kind} kernel without its vector path (it is built with MSVC)"
     cap = torch.backends.cpu.get_cpu_capability()
     if cap not in ('AVX2', 'AVX512'): return f'this CPU has neither AVX2 nor AVX-512 (torch reports {cap})'
     return None
 
-# %% ../nbs/03c_quantize.ipynb #95cb9dac
+def int8_kernel_refusal() -> str | None:
+    "Why torch's int8 CPU kernel (`torch._weight_int8pack_mm`) runs without its vector path on this machine, or None when it has one."
+    if not hasattr(torch, '_weight_int8pack_mm'): return 'this torch has no int8 kernel'
+    return _no_vector_path('int8')
+
+# %% ../nbs/03c_quantize.ipynb #fe2491b6
 def _aligned(x: Tensor, # rows [m, k]
             ) -> Tensor:
     "`x` contiguous and 64-byte aligned: the int8 kernel reads its rows with aligned vector loads."
@@ -68,8 +72,8 @@ def _aligned(x: Tensor, # rows [m, k]
 
 class Int8Linear(nn.Module):
     "A linear layer whose weight stays int8 with one bfloat16 scale per output row."
-    ROWS = 8  # from this many input rows (a prompt) on, the weight is converted a slice at a time for the float matrix product
-    SLICE = 1 << 20  # weight values converted at a time: 2 MB in bfloat16, which stays in the cache for the product
+    ROWS = 40  # from this many input rows (a prompt) on, the weight is converted a slice at a time for the float matrix product
+    SLICE = 1 << 24  # weight values converted at a time: a 32 MB bfloat16 buffer
 
     def __init__(self,
                  weight: Tensor, # int8 [out, in]
@@ -149,7 +153,7 @@ class Int8Linear(nn.Module):
     def extra_repr(self) -> str:
         return f'in_features={self.in_features}, out_features={self.out_features}, bias={self.bias is not None}, kernel={self.kernel}'
 
-# %% ../nbs/03c_quantize.ipynb #e9ca7ab2
+# %% ../nbs/03c_quantize.ipynb #693b7919
 def int8_layers(model: GlmForCausalLM, # a model on the meta device, as `load_chatglm2` builds it
                 output: bool = True, # the output layer too
                 kernel: bool = True, # see `Int8Linear`
@@ -166,13 +170,13 @@ def int8_linears(model: nn.Module, # a loaded model
     "Quantize every plain linear layer of a loaded model to an `Int8Linear`, one at a time; return how many."
     return swap_modules(model, nn.Linear, lambda lin: Int8Linear.of(lin, kernel))
 
-# %% ../nbs/03c_quantize.ipynb #07f35ce3
+# %% ../nbs/03c_quantize.ipynb #1c061ced
 INT4_GROUPS = (256, 128, 64, 32)  # the group sizes (input columns per scale) torch's CPU int4 kernel takes, largest first
 
 def int4_cpu_refusal() -> str | None:
-    "Why torch's CPU int4 kernel (`_weight_int4pack_mm_for_cpu`) cannot serve on this machine, or None when it can."
+    "Why torch's CPU int4 kernel (`_weight_int4pack_mm_for_cpu`) would be slow on this machine, or None when it has its vector path."
     if not hasattr(torch.ops.aten, '_weight_int4pack_mm_for_cpu'): return 'this torch has no CPU int4 kernel'
-    return None
+    return _no_vector_path('int4')
 
 class Int4CpuLinear(nn.Module):
     "ChatGLM2's int4 weights (one scale per row) in the layout of torch's CPU int4 kernel; the row's scale is repeated for each group of columns."
@@ -210,7 +214,7 @@ class Int4CpuLinear(nn.Module):
     def extra_repr(self) -> str:
         return f'in_features={self.in_features}, out_features={self.out_features}, bias={self.bias is not None}, group={self.group}'
 
-# %% ../nbs/03c_quantize.ipynb #919440cb
+# %% ../nbs/03c_quantize.ipynb #826413b4
 def int4_cpu_error(layer: Int4Linear, # the layer as loaded
                   new: Int4CpuLinear, # `Int4CpuLinear.of(layer)`
                  ) -> float:
@@ -239,7 +243,7 @@ def int4_cpu(model: nn.Module, # a model holding untiled `Int4Linear`s, on the C
         setattr(parent, name, new); done += 1
     return done
 
-# %% ../nbs/03c_quantize.ipynb #be3180bc
+# %% ../nbs/03c_quantize.ipynb #866cf777
 QUANTIZE = ('auto', '8bit', '4bit')
 
 def check_quantize(quantize: str | None, # None, auto, 8bit or 4bit
@@ -255,7 +259,7 @@ def check_quantize(quantize: str | None, # None, auto, 8bit or 4bit
         return  # 8-bit on a CPU needs nothing but torch: `Int8Linear`
     _bitsandbytes()
 
-# %% ../nbs/03c_quantize.ipynb #bfbae50a
+# %% ../nbs/03c_quantize.ipynb #9b4629d1
 def int8_dtype(asked: str, # the dtype option: auto, float16, bfloat16 or float32
               ) -> str:
     "The dtype option for the parts of an 8-bit model that stay in floating point: `auto` is bfloat16 where the CPU has its native path, else float32."
