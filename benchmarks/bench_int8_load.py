@@ -80,10 +80,11 @@ def main():
         (n2, r2), (n4, r4) = sorted(res.items())[0], sorted(res.items())[-1]
         fit = lambda k: (lambda per: (r2[k] - r2['before'] - per * n2, per))(((r4[k] - r4['before']) - (r2[k] - r2['before'])) / (n4 - n2))
         fixed, per = fit('loaded')
-        full = fixed + per * FULL_LAYERS
-        print(f'\nLoaded: {fixed / GB:.2f} GB + {per / GB:.3f} GB per layer; ChatGLM2-6B ({FULL_LAYERS} layers): {full / GB:.2f} GB loaded, '
-              f'at most {(full + PUBLISHED_SHARD) / GB:.2f} GB while loading (plus one published shard of {PUBLISHED_SHARD / GB:.2f} GB). '
-              f"dtype of the floating-point parts: {r4['dtype']}.")
+        tensors = r2['size'] + (r4['size'] - r2['size']) / (n4 - n2) * (FULL_LAYERS - n2)
+        full = max(fixed + per * FULL_LAYERS, tensors)
+        print(f'\nLoaded: {fixed / GB:.2f} GB + {per / GB:.3f} GB per layer resident, {tensors / GB:.2f} GB of tensors for ChatGLM2-6B '
+              f'({FULL_LAYERS} layers): {full / GB:.2f} GB loaded (the larger of the two), at most {(full + PUBLISHED_SHARD) / GB:.2f} GB '
+              f"while loading (plus one published shard of {PUBLISHED_SHARD / GB:.2f} GB). dtype of the floating-point parts: {r4['dtype']}.")
 
 
 if __name__ == '__main__':
