@@ -7,7 +7,7 @@ __all__ = ['log', 'KERNEL_DTYPE', 'INT4_GROUPS', 'QUANTIZE', 'quantize_int8', 'd
            'Int8Linear', 'int8_layers', 'int8_linears', 'int4_cpu_refusal', 'Int4CpuLinear', 'int4_cpu_error',
            'int4_cpu', 'check_quantize', 'int8_dtype', 'cpu_auto_quantize', 'load_quantize']
 
-# %% ../nbs/03c_quantize.ipynb #6f949952
+# %% ../nbs/03c_quantize.ipynb #f8f9b9de
 import logging
 import platform
 import sys
@@ -24,7 +24,7 @@ from .speedups import Int4Linear, _bitsandbytes, native_half, swap_modules
 
 log = logging.getLogger('fc_chatglm')
 
-# %% ../nbs/03c_quantize.ipynb #34ec2d90
+# %% ../nbs/03c_quantize.ipynb #0fa90760
 KERNEL_DTYPE = torch.bfloat16  # the activations torch's int8 and int4 CPU kernels read with vector instructions on x86
 
 @torch.no_grad()
@@ -49,7 +49,7 @@ def dequantize_int8(q: Tensor, # int8 [out, in]
     "The weight [out, in] that `q` and `scale` encode."
     return q.to(dtype) * scale.to(dtype)[:, None]
 
-# %% ../nbs/03c_quantize.ipynb #c48ecdeb
+# %% ../nbs/03c_quantize.ipynb #2e13f9b0
 def _no_vector_path(kind: str) -> str | None:
     "Why torch's `kind` (int8 or int4) CPU kernel runs its scalar loop here, as its source reads; None where it has a vector path."
     if platform.machine().lower() in ('arm64', 'aarch64'): return None  # NEON, any activation dtype
@@ -63,7 +63,7 @@ def int8_kernel_refusal() -> str | None:
     if not hasattr(torch, '_weight_int8pack_mm'): return 'this torch has no int8 kernel'
     return _no_vector_path('int8')
 
-# %% ../nbs/03c_quantize.ipynb #f70705f9
+# %% ../nbs/03c_quantize.ipynb #8ebfb47d
 def _aligned(x: Tensor, # rows [m, k]
             ) -> Tensor:
     "`x` contiguous and 64-byte aligned: the int8 kernel reads its rows with aligned vector loads."
@@ -153,7 +153,7 @@ class Int8Linear(nn.Module):
     def extra_repr(self) -> str:
         return f'in_features={self.in_features}, out_features={self.out_features}, bias={self.bias is not None}, kernel={self.kernel}'
 
-# %% ../nbs/03c_quantize.ipynb #a16e5a72
+# %% ../nbs/03c_quantize.ipynb #fcc3570f
 def int8_layers(model: GlmForCausalLM, # a model on the meta device, as `load_chatglm2` builds it
                 output: bool = True, # the output layer too
                 kernel: bool = True, # see `Int8Linear`
@@ -170,7 +170,7 @@ def int8_linears(model: nn.Module, # a loaded model
     "Quantize every plain linear layer of a loaded model to an `Int8Linear`, one at a time; return how many."
     return swap_modules(model, nn.Linear, lambda lin: Int8Linear.of(lin, kernel))
 
-# %% ../nbs/03c_quantize.ipynb #20ee6830
+# %% ../nbs/03c_quantize.ipynb #fe299c86
 INT4_GROUPS = (256, 128, 64, 32)  # the group sizes (input columns per scale) torch's CPU int4 kernel takes, largest first
 
 def int4_cpu_refusal() -> str | None:
@@ -214,7 +214,7 @@ class Int4CpuLinear(nn.Module):
     def extra_repr(self) -> str:
         return f'in_features={self.in_features}, out_features={self.out_features}, bias={self.bias is not None}, group={self.group}'
 
-# %% ../nbs/03c_quantize.ipynb #0e3c81f1
+# %% ../nbs/03c_quantize.ipynb #2c173f65
 def int4_cpu_error(layer: Int4Linear, # the layer as loaded
                   new: Int4CpuLinear, # `Int4CpuLinear.of(layer)`
                  ) -> float:
@@ -243,7 +243,7 @@ def int4_cpu(model: nn.Module, # a model holding untiled `Int4Linear`s, on the C
         setattr(parent, name, new); done += 1
     return done
 
-# %% ../nbs/03c_quantize.ipynb #36feec65
+# %% ../nbs/03c_quantize.ipynb #8b16c67a
 QUANTIZE = ('auto', '8bit', '4bit')
 
 def check_quantize(quantize: str | None, # None, auto, 8bit or 4bit
@@ -259,7 +259,7 @@ def check_quantize(quantize: str | None, # None, auto, 8bit or 4bit
         return  # 8-bit on a CPU needs nothing but torch: `Int8Linear`
     _bitsandbytes()
 
-# %% ../nbs/03c_quantize.ipynb #68eaa6f7
+# %% ../nbs/03c_quantize.ipynb #c37579b6
 def int8_dtype(asked: str, # the dtype option: auto, float16, bfloat16 or float32
               ) -> str:
     "The dtype option for the parts of an 8-bit model that stay in floating point: `auto` is bfloat16 where the CPU has its native path, else float32."
