@@ -10,13 +10,16 @@ What it does, each step skipped when its result is already in the cache folder
    weights, the demo's tokenizer): the 6B's width (hidden 4096, ffn 13696, 32 heads, 2 key-value
    groups, vocabulary 65024) with 2 and 4 layers, and the demo model (`build_demo`);
 3. converts each with llama.cpp's own converter to F32, F16 and BF16 GGUF files, and quantizes
-   the F32 file to Q8_0 and Q4_0 with llama-quantize;
+   the F32 file to Q8_0 and Q4_0 with llama-quantize; for the connector's `int4` mode, the same weights in
+   chatglm2-6b-int4's format (`int4_checkpoint`);
 4. checks that both engines give the same greedy tokens for one prompt (connector float32 against
    llama.cpp's F32 through llama-simple, on the demo and the 2-layer model);
 5. runs both engines interleaved (connector, then llama.cpp, for each model and precision, `--repeats`
    rounds), with the same threads, a prompt of `--prompt` tokens and `--new` new tokens, batch 1,
-   greedy. The connector runs in a child process per run: `load_engine` (device cpu, the dtype,
-   decode auto = eager on a CPU), one warm-up generation, then one timed `engine.generate` over a
+   greedy. The connector's modes are its dtypes against llama.cpp's F32, F16 and BF16, `int8`
+   (`--quantize 8bit`: 8-bit weights, the rest bfloat16 where native) against Q8_0, and `int4` (the
+   int4 checkpoint on torch's CPU int4 kernel, the rest bfloat16) against Q4_0. The connector runs in
+   a child process per run: `load_engine` (device cpu, the mode, decode auto = eager on a CPU), one warm-up generation, then one timed `engine.generate` over a
    text prompt continued as it is; the prompt speed is prompt tokens / `Outcome.first_token_s`, the
    new-token speed (new tokens - 1) / (`Outcome.seconds` - `first_token_s`). The end-of-reply token
    is ignored so that every run makes all its tokens. llama.cpp runs `llama-bench -p P -n N -t T -r 1
@@ -40,6 +43,7 @@ connector's time goes; `nbs/cpu.md` has both scripts' output and what it suggest
     python benchmarks/bench_cpu_vs_llamacpp.py                   # everything, 6 interleaved rounds
     python benchmarks/bench_cpu_vs_llamacpp.py --quick           # 1 round, 32 new tokens
     python benchmarks/bench_cpu_vs_llamacpp.py --repeats 3 --threads 4 --json results.json
+    python benchmarks/bench_cpu_vs_llamacpp.py --quick --layers 2 --precisions int8 int4 --no-check  # the quantized modes only
 
 Tested with llama-cpp-python 0.3.36 (llama.cpp 0c1e570), torch 2.13.0, numpy 2.4.6, sentencepiece 0.2.3,
 transformers 5.24.0, psutil 7.2.2; gcc 12, cmake 3.25. None of these is a requirement of the package.
@@ -52,7 +56,9 @@ sys.path.insert(0, str(HERE.parent))  # import fc_chatglm from the repo root
 sys.path.insert(0, str(HERE))
 import llamacpp
 
-PRECISIONS = [('float32', 'F32'), ('float16', 'F16'), ('bfloat16', 'BF16')]  # the connector's dtype, llama.cpp's type
+PRECISIONS = [('float32', 'F32'), ('float16', 'F16'), ('bfloat16', 'BF16'), ('int8', 'Q8_0'), ('int4', 'Q4_0')]  # the connector's mode, llama.cpp's type
+MODES = {'int8': dict(dtype='auto', quantize='8bit'),  # 8-bit weights (`03c_quantize`), the rest bfloat16 where native
+         'int4': dict(dtype='bfloat16')}  # the int4 checkpoint (`int4_checkpoint`) on the CPU int4 kernel, the rest bfloat16
 QUANTS = ['Q8_0', 'Q4_0']  # llama.cpp only
 FULL_LAYERS = 28  # ChatGLM2-6B
 
@@ -91,7 +97,7 @@ def child(a):
     from fc_chatglm.schemas import TextRequest
     import psutil
     t0 = time.perf_counter()
-    engine = load_engine(LoadOptions(model=Path(a.child), device='cpu', dtype=a.dtype, decode=a.decode))
+    engine = load_engine(LoadOptions(model=Path(a.child), device='cpu', decode=a.decode, **MODES.get(a.dtype, dict(dtype=a.dtype))))
     load_s, loaded = time.perf_counter() - t0, psutil.Process().memory_info().rss
     engine.text_as = 'raw'  # the text is the prompt, continued as it is
     engine.fmt.eos_ids = set()  # random weights: make every run produce all its tokens
@@ -209,6 +215,31 @@ def checkpoint(cache: Path, layers: int) -> Path:
     return folder
 
 
+def write_int4(src: Path) -> None:
+    "Write `src`'s weights in chatglm2-6b-int4's format next to it (`<src>-int4`); run in a child process (`--write-int4`)."
+    import torch
+    from fc_chatglm.chatglm2 import load_chatglm2, save_chatglm2
+    from fc_chatglm.folder import ModelFolder
+    folder, f = src.parent/f'{src.name}-int4', ModelFolder.read(src)
+    save_chatglm2(load_chatglm2(f.config, f.weights, dtype=torch.float32), folder/'part', layout='int4')
+    shutil.copy(src/'tokenizer.model', folder/'part'/'tokenizer.model')
+    for p in (folder/'part').iterdir(): p.replace(folder/p.name)
+    (folder/'part').rmdir()
+
+
+def int4_checkpoint(cache: Path, layers: int) -> Path:
+    """The same random weights as `checkpoint` in chatglm2-6b-int4's format (packed nibbles, one scale per row), written once,
+    by a child process: a child inherits its parent's peak resident memory on Linux, so the parent loads no model itself."""
+    src = checkpoint(cache, layers)
+    folder = cache/f'{src.name}-int4'
+    if not (folder/'config.json').exists():
+        t0 = time.perf_counter()
+        subprocess.run([sys.executable, str(Path(__file__).resolve()), '--write-int4', str(src)], check=True,
+                       env={**os.environ, 'PYTHONPATH': str(HERE.parent)})
+        print(f'  wrote {folder.name} in {time.perf_counter() - t0:.0f} s', flush=True)
+    return folder
+
+
 def demo_folder(cache: Path) -> Path:
     "The demo model's checkpoint and tokenizer (`build_demo`), written once."
     from fc_chatglm.demo import build_demo
@@ -220,8 +251,10 @@ def demo_folder(cache: Path) -> Path:
 def prepare(cache: Path, layers: list[int]) -> dict[str, dict]:
     "Checkpoints and GGUF files for the demo and each 6B-width layer count: {name: {'folder', 'layers', 'types', 'gguf': {type: path}}}."
     models = {'demo': dict(folder=demo_folder(cache), layers=None, types=['F32'])}
-    types = ['F32'] + [t for _, t in PRECISIONS if t != 'F32'] + QUANTS  # quantized from F32
-    for n in layers: models[f'{n} layers'] = dict(folder=checkpoint(cache, n), layers=n, types=types)
+    types = list(dict.fromkeys(['F32'] + [t for _, t in PRECISIONS] + QUANTS))  # quantized from F32
+    for n in layers:
+        models[f'{n} layers'] = dict(folder=checkpoint(cache, n), layers=n, types=types)
+        if 'int4' in dict(PRECISIONS): models[f'{n} layers']['int4'] = int4_checkpoint(cache, n)
     for m in models.values(): m['gguf'] = {t: m['folder']/f'ggml-{t}.gguf' for t in m['types']}
     for quant, name, m in [(q, n, m) for q in (False, True) for n, m in models.items()]:  # conversions first, then llama-quantize
         for t, path in m['gguf'].items():
@@ -280,7 +313,7 @@ def report(models, res, a, elapsed):
         print('| engine, precision | prompt tok/s | new tokens tok/s | ms per new token: fixed + per layer | peak memory GB (loaded) |')
         print('|---|---|---|---|---|')
         rows = [(f'connector {dt}', C[k2, dt], C[k4, dt]) for dt, _ in PRECISIONS] + \
-               [(f'llama.cpp {t}', L[k2, t], L[k4, t]) for t in [t for _, t in PRECISIONS] + QUANTS]
+               [(f'llama.cpp {t}', L[k2, t], L[k4, t]) for t in dict.fromkeys([t for _, t in PRECISIONS] + QUANTS)]
         for label, r2, r4 in rows:
             _, ppl, pp = estimate(1 / med(r2, 'prompt_tok_s'), 1 / med(r4, 'prompt_tok_s'), n2, n4)
             fixed, per, tg = estimate(1 / med(r2, 'gen_tok_s'), 1 / med(r4, 'gen_tok_s'), n2, n4)
@@ -324,7 +357,8 @@ def main():
     ap.add_argument('--prompt', type=int, default=128, help='prompt tokens')
     ap.add_argument('--new', type=int, default=None, help='new tokens (default 128; --quick: 32)')
     ap.add_argument('--layers', type=int, nargs='+', default=[2, 4], help='6B-width layer counts (two for the full-model fit)')
-    ap.add_argument('--precisions', nargs='+', default=[d for d, _ in PRECISIONS], help='connector dtypes to run')
+    ap.add_argument('--precisions', nargs='+', default=[d for d, _ in PRECISIONS], choices=[d for d, _ in PRECISIONS],
+                    help='connector modes to run: dtypes, int8 (--quantize 8bit) and int4 (the int4 checkpoint), each against its llama.cpp type')
     ap.add_argument('--decode', default='auto', help="the connector's decode mode")
     ap.add_argument('--no-check', action='store_true', help='skip the greedy-token comparison')
     ap.add_argument('--cache', type=Path, default=llamacpp.CACHE/'bench', help='checkpoints and GGUF files')
@@ -332,9 +366,11 @@ def main():
     # the connector's child process
     ap.add_argument('--child', help=argparse.SUPPRESS); ap.add_argument('--dtype', help=argparse.SUPPRESS)
     ap.add_argument('--ids', type=int, default=0, help=argparse.SUPPRESS)
+    ap.add_argument('--write-int4', type=Path, help=argparse.SUPPRESS)
     a = ap.parse_args()
     if a.new is None: a.new = 32 if a.quick else 128
     if a.child: return child(a)
+    if a.write_int4: return write_int4(a.write_int4)
     if a.quick and a.repeats == 6: a.repeats = 1
     PRECISIONS[:] = [p for p in PRECISIONS if p[0] in a.precisions]
     t_start = time.perf_counter()
@@ -355,12 +391,12 @@ def main():
     for r in range(a.repeats):
         for name, m in models.items():
             for dt, t in PRECISIONS if m['layers'] else [('float32', 'F32')]:
-                c = connector(m['folder'], dt, a); res['connector'].setdefault((name, dt), []).append(c)
+                c = connector(m.get(dt, m['folder']), dt, a); res['connector'].setdefault((name, dt), []).append(c)
                 l = llama(m['gguf'][t], a, options[t]); res['llama'].setdefault((name, t), []).append(l)
                 print(f'  round {r + 1}/{a.repeats} {name} {dt}: connector {c["prompt_tok_s"]:,.1f} / {c["gen_tok_s"]:.2f} tok/s '
                       f'(load {c["load_s"]:.1f} s, peak {c["peak_rss"] / GB:.2f} GB); llama.cpp {t} {l["prompt_tok_s"]:,.1f} / '
                       f'{l["gen_tok_s"]:.2f} tok/s (peak {l["peak_rss"] / GB:.2f} GB)', flush=True)
-            for t in QUANTS if m['layers'] else []:
+            for t in [t for t in QUANTS if t not in dict(PRECISIONS).values()] if m['layers'] else []:
                 l = llama(m['gguf'][t], a, options[t]); res['llama'].setdefault((name, t), []).append(l)
                 print(f'  round {r + 1}/{a.repeats} {name}: llama.cpp {t} {l["prompt_tok_s"]:,.1f} / {l["gen_tok_s"]:.2f} tok/s', flush=True)
         res['run_s'] = time.perf_counter() - t_runs

@@ -217,6 +217,7 @@ def _place(model: nn.Module, name: str, t: Tensor, device: torch.device, dtype: 
     if old is None: raise KeyError(name)
     if tuple(old.shape) != tuple(t.shape):
         raise ValueError(f'{name}: the checkpoint holds shape {tuple(t.shape)}, config.json implies {tuple(old.shape)}')
+    if hasattr(mod, 'place'): return mod.place(attr, t, device, dtype)  # a module that stores its weights its own way (8-bit: `03c_quantize`)
     want = old.dtype if not t.is_floating_point() or attr == 'weight_scale' else dtype
     new = torch.empty(t.shape, dtype=want, device=device)
     new.copy_(t)
@@ -262,6 +263,7 @@ def load_chatglm2(
     dtype: torch.dtype = torch.float32,  # the compute dtype
     progress: Callable[[int, int], None] | None = None,  # called with (shards done, shards in all) after each shard
     int4_layers: Callable[[GlmForCausalLM], None] | None = None,  # swaps a meta model's linear layers for ones that keep int4 weights packed (`03a_speedups`); None: dequantize them
+    layers: Callable[[GlmForCausalLM], None] | None = None,  # swaps a meta model's modules for ones that convert each weight as it is placed (8-bit: `03c_quantize`), for any checkpoint
     chatglm3: bool | None = None,  # whether the folder holds ChatGLM3 (needed only to read a `rope_ratio`, see `glm_config`)
 ) -> GlmForCausalLM:
     "A ChatGLM2-6B checkpoint (fp16 or int4) in transformers' own `GlmForCausalLM`, read shard by shard, without remote code."
@@ -269,6 +271,7 @@ def load_chatglm2(
     quantized = cfg.get('quantization_bit') == 4
     with torch.device('meta'): model = GlmForCausalLM(config)
     if quantized and int4_layers is not None: int4_layers(model)
+    if layers is not None: layers(model)
     pending = {} if quantized and int4_layers is None else None  # int4 weights waiting for their other half
     for done, path in enumerate(files, 1):
         _place_shard(model, Path(path), config, device, dtype, pending)

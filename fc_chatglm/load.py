@@ -11,6 +11,7 @@ __all__ = ['log', 'DTYPES', 'FREE_SHARE', 'resolve_device', 'resolve_dtype', 'ha
 import logging
 import tempfile
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Callable, Sequence
 
@@ -25,7 +26,8 @@ from .engine import ChatFormat, GLM3Format, GLMFormat, TransformersEngine, out_o
 from .folder import WEIGHT_INDEXES, ModelFolder, index_shards
 from .history import Conversation
 from .schemas import UserError
-from .speedups import check_quantize, int4_layers, native_half, prepare
+from .quantize import int4_cpu, int4_cpu_refusal, int8_dtype, int8_kernel_refusal, int8_layers, int8_linears, load_quantize
+from .speedups import int4_layers, native_half, prepare
 from .tokenizer import ChatGLMTokenizer
 
 log = logging.getLogger('fc_chatglm')
@@ -124,7 +126,7 @@ def memory_error(e: BaseException, # what loading raised (`out_of_memory(e)` hol
         need = f', which needs about {size / 1e9:.0f} GB' if size >= 1e9 else f', which needs about {size / 1e6:.0f} MB'
     except Exception: need = ''  # a config we cannot count: the rest of the message still helps
     msg = f'Out of memory (RAM) while loading the model as {name}{need}.'
-    if device == 'cpu': msg += f' On a CPU every checkpoint, the int4 one too, is held as {name}.'
+    if device == 'cpu': msg += f' On a CPU the weights are held as {name} unless quantized: --quantize 8bit needs about a quarter of float32\'s memory.'
     if device == 'cpu' and dtype == torch.float32:
         half = str(half_dtype(folder.kind)).removeprefix('torch.')
         msg += f' Set "dtype": "{half}" in config.json (or start with --dtype {half}) to need half as much.'
@@ -180,7 +182,7 @@ class LoadOptions:
     demo: bool = False  # the tiny random demo model instead
     device: str = 'auto'  # auto, cuda, cuda:N or cpu
     dtype: str = 'auto'  # auto, float16, bfloat16 or float32
-    quantize: str | None = None  # 8bit or 4bit: quantize a half-precision checkpoint with bitsandbytes (CUDA)
+    quantize: str | None = None  # auto, 8bit or 4bit: quantize while loading (a CPU: 8bit, `03c_quantize`; CUDA: bitsandbytes)
     decode: str = 'auto'  # auto, eager, direct, graph or compile: how a decoding step runs (`04a_decode`)
     context: int = 4096  # with graph or compile: the static cache's length; longer requests run eagerly
     demo_dir: Path | None = None  # where the demo's files go (a temporary folder if None)
@@ -188,30 +190,42 @@ class LoadOptions:
 # %% ../nbs/06_load.ipynb #0ff8992e
 def _load_chatglm2(folder: ModelFolder, device: str, dtype: torch.dtype, quantize: str | None,
                    progress: Callable[[int, int], None]) -> tuple[torch.nn.Module, ChatFormat, str]:
-    "A ChatGLM2 or ChatGLM3 checkpoint (int4 weights kept packed on a GPU; on the CPU for `quantize`), its format and its name."
+    "A ChatGLM2 or ChatGLM3 checkpoint (int4 weights kept packed where a kernel reads them; 8-bit weights quantized as they load on a CPU), its format and its name."
     glm_config(folder.config, folder.chatglm3)  # refuses a variant we do not reproduce, before anything heavy is read
     tok = ChatGLMTokenizer.from_folder(folder.path, roles=folder.chatglm3)
     if quantize and folder.config.get('quantization_bit'):
         raise UserError('This checkpoint is already int4: start without --quantize.')
+    cpu = torch.device(device).type == 'cpu'
     on = 'cpu' if quantize else device  # bitsandbytes quantizes as `prepare` moves the model to the GPU
-    packed = int4_layers if torch.device(on).type == 'cuda' else None
-    model = load_chatglm2(folder.config, folder.weights, on, dtype, progress, int4_layers=packed, chatglm3=folder.chatglm3)
+    packed = int4_layers if torch.device(on).type == 'cuda' or int4_cpu_refusal() is None else None  # on a CPU: `int4_cpu`
+    eight = partial(int8_layers, kernel=int8_kernel_refusal() is None) if cpu and quantize == '8bit' else None
+    model = load_chatglm2(folder.config, folder.weights, on, dtype, progress, int4_layers=packed, layers=eight, chatglm3=folder.chatglm3)
     fmt, name = (GLM3Format(tok), 'ChatGLM3') if folder.chatglm3 else (GLMFormat(tok), 'ChatGLM2')
     return model, fmt, name + (f' ({quantize})' if quantize else '')
 
 # %% ../nbs/06_load.ipynb #5dc7608d
+def _log_int8(swapped: int | None) -> None:
+    "Say how 8-bit weights are multiplied on this CPU."
+    why = int8_kernel_refusal()
+    log.info('8bit: %slinear layers keep int8 weights, multiplied by %s', f'{swapped} ' if swapped else '',
+             "torch's int8 kernel" if why is None else f'converted slices, slower than floating point here ({why})')
+
 def _load_folder(opts: LoadOptions, device: str, progress) -> tuple[torch.nn.Module, ChatFormat, str]:
     "The model in `opts.model`, prepared for `device`, its format and its name."
     folder = ModelFolder.read(opts.model)
-    check_quantize(opts.quantize, device)
-    dtype = load_dtype(opts.dtype, device, folder)
+    quantize = load_quantize(opts.quantize, device, folder, free_memory(), FREE_SHARE)
+    cpu8 = device == 'cpu' and quantize == '8bit'  # `Int8Linear` (`03c_quantize`), not bitsandbytes
+    dtype = load_dtype(int8_dtype(opts.dtype) if cpu8 else opts.dtype, device, folder)
     if device == 'cpu' and (note := half_cpu_note(dtype, native_half(dtype))): log.info(note)
     shards = lambda done, total: progress(done / total, f'shard {done}/{total}')
     chatglm = folder.kind == 'chatglm2'
     try:
-        if chatglm: model, fmt, name = _load_chatglm2(folder, device, dtype, opts.quantize, shards)
-        else: (model, fmt), name = load_hf(folder, device, dtype, opts.quantize), folder.path.name
-        return prepare(model, device, dtype, fuse=chatglm, quantize=opts.quantize if chatglm else None), fmt, name
+        if chatglm: model, fmt, name = _load_chatglm2(folder, device, dtype, quantize, shards)
+        else: (model, fmt), name = load_hf(folder, device, dtype, None if cpu8 else quantize), folder.path.name
+        if cpu8: _log_int8(int8_linears(model, int8_kernel_refusal() is None) if not chatglm else None)
+        model = prepare(model, device, dtype, fuse=chatglm, quantize=None if cpu8 or not chatglm else quantize)
+        if device == 'cpu' and (n := int4_cpu(model)): log.info('%d int4 layers on the CPU int4 kernel', n)
+        return model, fmt, name
     except (UnsupportedCheckpoint, FileNotFoundError, ValueError) as e:
         raise UserError(f'{opts.model} cannot be loaded: {e}') from None
     except Exception as e:
