@@ -79,11 +79,13 @@ def sampling(s: Settings, # the app's generation settings
 def chat_body(request: ChatRequest | TextRequest, # the app's request
               model: str, # the upstream's model
               extra: dict | None = None, # more parameters (`upstream_extra`): they may override the sampling, not the rest
+              params: dict | None = None, # this request's own (an OpenAI client's seed, stop): over `extra`; a None value leaves the key out
               ) -> tuple[dict, str]:
     "The upstream's streamed `/chat/completions` body for `request`, and how its conversation was read."
     conv, form = conversation(request)
     for note in conv.notes: log.info('history: %s', note)
-    return {**sampling(request.settings), **(extra or {}), 'model': model, 'messages': conv.messages(),
+    body = {**sampling(request.settings), **(extra or {}), **(params or {})}
+    return {**{k: v for k, v in body.items() if v is not None}, 'model': model, 'messages': conv.messages(),
             'stream': True, 'stream_options': {'include_usage': True}}, form
 
 # %% ../nbs/07b_upstream.ipynb #afd1d19e
@@ -295,7 +297,7 @@ class UpstreamEngine(UpstreamClient):
     "An `Engine` whose replies come from an OpenAI-compatible server; many requests run at once."
     concurrent = True  # the `Worker` runs its requests side by side (`agenerate` on its loop, `generate` on many threads)
     decode = None  # /health's decode mode: not this process's
-    POLL = 0.01  # seconds between two looks at a request's cancel event
+    POLL = 0.01  # seconds between two looks at a request's cancel event (by a watch beside the stream, not on its way)
 
     @property
     def name(self) -> str: return f'{self.model or "upstream"} (upstream {self.up.url})'
@@ -309,30 +311,36 @@ class UpstreamEngine(UpstreamClient):
         "Ask the upstream for the reply to `request`, streaming its text to `on_text`; blocks until done."
         return self.run(self.agenerate(request, cancel or threading.Event(), on_text)).result()
 
-    async def agenerate(self, request, cancel: threading.Event, on_text) -> Outcome:
+    async def agenerate(self, request, cancel: threading.Event, on_text,
+                        params: dict | None = None, # more OpenAI parameters for this request (`07a_openai_api`: seed, stop); None values are left out
+                        ) -> Outcome:
         "`generate`'s work, on any event loop (the server's, or the engine's own)."
         t0, got = time.perf_counter(), Progress()
-        body, form = chat_body(request, await model_name(self), self.up.extra)
+        body, form = chat_body(request, await model_name(self), self.up.extra, params)
         if cancel.is_set(): return Outcome('', 'cancelled', form=form)
-        task = asyncio.ensure_future(stream(self, body, got, on_text, t0))
+        me, stopped = asyncio.current_task(), []
+        watch = asyncio.ensure_future(self.watch(cancel, me, stopped))
         self.running += 1
-        try:
-            while not task.done() and not cancel.is_set(): await asyncio.wait({task}, timeout=self.POLL)
-            if not task.done():  # cancelled: leaving `client.stream` closes the connection, and the upstream stops
-                task.cancel()
-                with suppress(asyncio.CancelledError): await task
-                return self.outcome(got, 'cancelled', form, t0)
-            try: task.result()
-            except UpstreamError as e:
-                self.note(e.state, str(e))
-                if not got.pieces: raise
-                log.warning('upstream: the reply broke off after %d pieces: %s', len(got.pieces), e)
-                return self.outcome(got, 'error', form, t0, f'\n\n[{e}]')
-            self.note('ok', f'serves {self.model}')
-            return self.outcome(got, 'length' if got.finish == 'length' else 'stop', form, t0)
+        try: await stream(self, body, got, on_text, t0)  # in this task: no hop to another before the request leaves
+        except asyncio.CancelledError:
+            if not stopped: raise  # not our cancel (the server stops): it goes on
+            if hasattr(me, 'uncancel'): me.uncancel()  # Python 3.11+: the task is not left "being cancelled"
+            return self.outcome(got, 'cancelled', form, t0)  # leaving `client.stream` closed the connection: the upstream stops
+        except UpstreamError as e:
+            self.note(e.state, str(e))
+            if not got.pieces: raise
+            log.warning('upstream: the reply broke off after %d pieces: %s', len(got.pieces), e)
+            return self.outcome(got, 'error', form, t0, f'\n\n[{e}]')
         finally:
             self.running -= 1
-            task.cancel()
+            watch.cancel()
+        self.note('ok', f'serves {self.model}')
+        return self.outcome(got, 'length' if got.finish == 'length' else 'stop', form, t0)
+
+    async def watch(self, cancel: threading.Event, task: asyncio.Task, stopped: list):
+        "Cancel `task` (noting it in `stopped`) once `cancel` is set; looks every `POLL` seconds."
+        while not cancel.is_set(): await asyncio.sleep(self.POLL)
+        stopped.append(True); task.cancel()
 
     def outcome(self, got: Progress, reason: str, form: str, t0: float, note: str = '') -> Outcome:
         "The `Outcome` of a request: its text (and `note`), the upstream's token counts (or the pieces counted)."

@@ -152,6 +152,25 @@ def test_openai_clients_reach_the_upstream_through_b(pair):
         assert text == r.choices[0].message.content
 
 
+def test_seed_and_stop_reach_the_upstream(pair):
+    a, b = pair
+    def ask(url: str, **kw) -> dict:
+        r = httpx.post(url + '/v1/chat/completions', json={'model': 'demo', 'messages': [{'role': 'user', 'content': '你好'}],
+                                                           'max_tokens': 12, 'temperature': 1, **kw}, timeout=60)
+        assert r.status_code == 200, r.text
+        return r.json()
+    content = lambda r: r['choices'][0]['message']['content']
+    direct = content(ask(a, seed=7))
+    assert content(ask(b, seed=7)) == direct  # A sampled with B's client's seed
+    assert len({content(ask(b, seed=s)) for s in range(4)}) > 1  # and other seeds give other replies
+    stop = direct[2:4]
+    cut_by_a, through = ask(a, seed=7, stop=[stop]), ask(b, seed=7, stop=stop)
+    assert content(through) == content(cut_by_a) == direct[:direct.find(stop)].strip()
+    assert through['choices'][0]['finish_reason'] == 'stop'
+    # A stopped by itself and sent its usage (B cutting the stream would leave no usage from A: 0 prompt tokens)
+    assert through['usage'] == cut_by_a['usage'] and through['usage']['prompt_tokens'] > 0
+
+
 def test_b_runs_requests_side_by_side(pair):
     a, b = pair
     results = []
