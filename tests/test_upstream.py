@@ -285,8 +285,9 @@ def test_an_upstream_that_is_not_there(tmp_path):
 CHUNK = 'data: {"choices": [{"delta": {"content": "%s"}}]}\n\n'
 
 
-def scripted(answers: list[bytes]):
-    "A loopback HTTP server that answers POSTs with `answers` in turn (then the last one again); returns its /v1 URL and a stop function."
+def scripted(answers: list[bytes], bodies: list | None = None):
+    """A loopback HTTP server that answers POSTs with `answers` in turn (then the last one again): a stream's events, or a whole
+    response (starting with HTTP/1.1); `bodies` gets each POST's JSON. Returns its /v1 URL and a stop function."""
     srv = socket.create_server(('127.0.0.1', 0))
     served = []
     def run():
@@ -304,6 +305,8 @@ def scripted(answers: list[bytes]):
                     conn.sendall(b'HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nConnection: close\r\nContent-Length: %d\r\n\r\n' % len(payload) + payload)
                     continue
                 answer = answers[min(len(served), len(answers) - 1)]; served.append(answer)
+                if bodies is not None: bodies.append(json.loads(rest))
+                if answer.startswith(b'HTTP/1.1'): conn.sendall(answer); continue
                 conn.sendall(b'HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nConnection: close\r\n\r\n' + answer)
     threading.Thread(target=run, daemon=True).start()
     return f'http://127.0.0.1:{srv.getsockname()[1]}/v1', srv.close
@@ -324,6 +327,33 @@ def test_a_cut_stream_and_malformed_events_keep_the_text_and_say_why(tmp_path):
             assert done and pieces[-1].startswith('Half a\n\n[The upstream'), pieces  # appended: the note comes after the text
             assert post(base, '/chat', body('hello', GREEDY)) == {'content': 'All good.', 'isError': False}  # the next is whole
             assert idle(base)['waiting'] == 0
+    finally: stop()
+
+
+def refusal_400(message: str) -> bytes:
+    payload = json.dumps({'object': 'error', 'message': message, 'type': 'BadRequestError', 'param': None, 'code': 400}).encode()
+    return b'HTTP/1.1 400 Bad Request\r\nContent-Type: application/json\r\nConnection: close\r\nContent-Length: %d\r\n\r\n' % len(payload) + payload
+
+
+def test_a_conversation_over_the_upstreams_window_loses_its_oldest_rounds(tmp_path):
+    whole = (CHUNK % 'Fits.' + 'data: {"choices": [{"delta": {}, "finish_reason": "stop"}]}\n\ndata: [DONE]\n\n').encode()
+    over = refusal_400("This model's maximum context length is 2048 tokens. However, you requested 3848 tokens (3048 in the messages, "
+                       "800 in the completion). Please reduce the length of the messages or completion.")  # vLLM's words
+    history = [{'role': r, 'content': f'{r} {i} ' + 'x' * 400} for i in range(10) for r in ('user', 'assistant')]
+    asked: list = []
+    url, stop = scripted([over, whole, over], asked)
+    try:
+        with behind(tmp_path, url, key=None) as base:
+            assert post(base, '/chat', body('And now?', {'maxResponseTokens': 800}, history)) == {'content': 'Fits.', 'isError': False}
+            first, second = (len(a['messages']) for a in asked)
+            assert first == 21 and 1 < second < first, (first, second)  # the newest rounds and the message, asked once more
+            assert asked[1]['messages'][-3:] == asked[0]['messages'][-3:]
+            replies, done = app_stream(base, '/chat/stream', body('x' * 9000, {'maxResponseTokens': 800}))  # no rounds to leave out
+            assert done and 'too long for the upstream model, which reads 2,048 tokens' in replies[-1], replies
+            assert 'lower "max response tokens"' in replies[-1] and len(asked) == 3
+            r = httpx.post(base + '/v1/chat/completions', json={'model': 'scripted', 'messages': [{'role': 'user', 'content': 'x'}]})
+            assert r.status_code == 400 and 'too long for the upstream model' in r.json()['error']['message'], r.text
+            assert httpx.get(base + '/health').json()['upstream']['state'] == 'ok'
     finally: stop()
 
 
