@@ -395,7 +395,9 @@ class UpstreamEngine(UpstreamClient):
         t0, got = time.perf_counter(), Progress()
         body, form = chat_body(request, await model_name(self), self.up.extra, params)
         max_new = body.get('max_tokens') or 0
-        if self.window and max_new: window_budget(max_new, self.window)  # a reply the window cannot hold: the local engine's words
+        if self.window and max_new:  # a reply the window cannot hold: refused in the local engine's words (a 400 on /v1)
+            try: window_budget(max_new, self.window)
+            except UserError as e: raise TooLong(str(e), self.window) from None
         if cancel.is_set(): return Outcome('', 'cancelled', form=form)
         me, stopped, dropped = asyncio.current_task(), [], 0
         watch = asyncio.ensure_future(self.watch(cancel, me, stopped))
