@@ -62,6 +62,8 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument('--upstream-embeddings', action=argparse.BooleanOptionalAction, help='embed with the upstream too '
                    '(default: no, the local embedding model, whose scores fit the app\'s 0.7 relevance threshold)')
     p.add_argument('--upstream-timeout', type=float, help='seconds the upstream may stay silent before a request fails (default 120)')
+    p.add_argument('--upstream-context', type=int, metavar='TOKENS', help='tokens the upstream\'s model reads at once, prompt and reply '
+                   '(default: as the upstream says: vLLM\'s max_model_len, llama.cpp\'s n_ctx)')
     p.add_argument('--connector', type=Path, default=Path('connector.json'), help='the manifest to read (default: ./connector.json)')
     p.add_argument('--log-level', default='INFO', choices=['DEBUG', 'INFO', 'WARNING', 'ERROR'])
     return p

@@ -83,6 +83,7 @@ class ConnectorSettings(BaseModel):
     upstream_api_key: SecretStr | None = None  # sent to it as "Authorization: Bearer <upstream_api_key>"
     upstream_embeddings: bool = False  # embed with its /embeddings too (default: the local embedding, tuned for the app's 0.7)
     upstream_timeout: float = Field(120.0, gt=0)  # seconds it may stay silent before a request fails
+    upstream_context: int | None = Field(None, ge=1)  # tokens its model reads at once; None: as it says (vLLM's max_model_len, llama.cpp's n_ctx)
     upstream_extra: dict = {}  # more parameters for every chat request to it, e.g. {"add_special_tokens": true} (vLLM, ChatGLM2)
 
     def guard(self) -> Guard:
@@ -100,7 +101,8 @@ class ConnectorSettings(BaseModel):
         "The upstream server (`07b_upstream`), if one is set; a `UserError` if its address is not an http URL."
         if not self.upstream: return None
         key = self.upstream_api_key.get_secret_value() if self.upstream_api_key else None
-        return Upstream(self.upstream, self.upstream_model, key, self.upstream_embeddings, self.upstream_timeout, extra=self.upstream_extra)
+        return Upstream(self.upstream, self.upstream_model, key, self.upstream_embeddings, self.upstream_timeout, extra=self.upstream_extra,
+                        context=self.upstream_context)
 
     def limits(self) -> Limits:
         "The server's `Limits`."

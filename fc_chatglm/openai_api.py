@@ -4,8 +4,8 @@
 
 # %% auto #0
 __all__ = ['HARMLESS', 'UNSUPPORTED', 'ApiError', 'Body', 'check_extras', 'Part', 'ChatMessage', 'StreamOptions', 'Sampling',
-           'ChatBody', 'TextBody', 'EmbedBody', 'first_param', 'parse', 'Stops', 'Run', 'finish_reason', 'usage',
-           'reply_text', 'sse', 'failure', 'model_id', 'embed_ids', 'add_openai', 'embeddings_off']
+           'ChatBody', 'TextBody', 'EmbedBody', 'first_param', 'parse', 'Stops', 'Run', 'AsyncRun', 'finish_reason',
+           'usage', 'reply_text', 'sse', 'failure', 'model_id', 'embed_ids', 'add_openai', 'embeddings_off']
 
 # %% ../nbs/07a_openai_api.ipynb #e6783368
 import asyncio
@@ -227,6 +227,18 @@ class Run:
 
     def generate(self, request, cancel: threading.Event, on_text) -> Outcome:
         "The engine's `generate`, with the max tokens fitted, the seed set, and a stop sequence ending it."
+        request, text = self.fitted(request), self.stopping(cancel, on_text)
+        if self.seed is None: outcome = self.engine.generate(request, cancel, text)
+        else:
+            gpus = list(range(torch.cuda.device_count())) if torch.cuda.is_initialized() else []  # every GPU: a split model's logits may be on any
+            with torch.random.fork_rng(devices=gpus):
+                torch.manual_seed(self.seed)
+                outcome = self.engine.generate(request, cancel, text)
+        if not self.stops.hit and (rest := self.stops.flush()): on_text(rest)
+        return outcome
+
+    def fitted(self, request):
+        "`request` with its max tokens fitted to the window; an `ApiError` (400) if the window cannot hold it."
         engine, s = self.engine, request.settings
         window = getattr(engine, 'window', None)
         if window and not self.fit and s.max_response_tokens >= window: raise ApiError(
@@ -238,17 +250,24 @@ class Run:
             except UserError as e: raise ApiError(400, str(e), None, 'context_length_exceeded') from None
             if self.fit: request = request.model_copy(update={'settings': s.model_copy(update={'max_response_tokens': max(1, window - len(ids))})})
         elif self.fit: request = request.model_copy(update={'settings': s.model_copy(update={'max_response_tokens': 800})})
+        return request
+
+    def stopping(self, cancel: threading.Event, on_text):
+        "`on_text` behind the stop sequences: the text before the first one passes; reaching one sets `cancel`."
         def text(piece: str):
             out = self.stops.push(piece)
             if self.stops.hit: cancel.set()
             if out: on_text(out)
-        if self.seed is None: outcome = engine.generate(request, cancel, text)
-        else:
-            gpus = list(range(torch.cuda.device_count())) if torch.cuda.is_initialized() else []  # every GPU: a split model's logits may be on any
-            with torch.random.fork_rng(devices=gpus):
-                torch.manual_seed(self.seed)
-                outcome = engine.generate(request, cancel, text)
-        if not self.stops.hit and (rest := self.stops.flush()): on_text(rest)
+        return text
+
+@dataclass
+class AsyncRun(Run):
+    "A `Run` over an engine that streams on the server's event loop (`07b_upstream`'s upstream): seed, stop and max tokens go with the request."
+    async def agenerate(self, request, cancel: threading.Event, on_text) -> Outcome:
+        "The engine's `agenerate`, on the server's loop; the upstream samples with the seed and stops at a stop sequence itself."
+        params = {'seed': self.seed, 'stop': self.stops.stops or None, **({'max_tokens': None} if self.fit else {})}  # None: the upstream's default
+        outcome = await self.engine.agenerate(self.fitted(request), cancel, self.stopping(cancel, on_text), params)
+        if not self.stops.hit and (rest := self.stops.flush()): on_text(rest)  # the stops here too: an upstream that ignores them is cut
         return outcome
 
 def finish_reason(outcome: Outcome, stops: Stops) -> str:
@@ -308,7 +327,7 @@ def add_openai(app: FastAPI, # an app from `create_app`: its state holds the hos
             400, f'The conversation holds {len(request.history) + 1:,} messages, more than the {limits.history:,} this connector reads '
                  '(max_history in config.json).', 'messages')
         engine = engine_for(body.model)
-        run = Run(engine, fit=(body.max_tokens if isinstance(body, TextBody) else body.max_completion_tokens or body.max_tokens) is None,
+        run = (AsyncRun if hasattr(engine, 'agenerate') else Run)(engine, fit=(body.max_tokens if isinstance(body, TextBody) else body.max_completion_tokens or body.max_tokens) is None,
                   seed=body.seed, stops=Stops(body.stops()), name=engine.name)
         return body, request, run
 

@@ -152,6 +152,25 @@ def test_openai_clients_reach_the_upstream_through_b(pair):
         assert text == r.choices[0].message.content
 
 
+def test_seed_and_stop_reach_the_upstream(pair):
+    a, b = pair
+    def ask(url: str, **kw) -> dict:
+        r = httpx.post(url + '/v1/chat/completions', json={'model': 'demo', 'messages': [{'role': 'user', 'content': '你好'}],
+                                                           'max_tokens': 12, 'temperature': 1, **kw}, timeout=60)
+        assert r.status_code == 200, r.text
+        return r.json()
+    content = lambda r: r['choices'][0]['message']['content']
+    direct = content(ask(a, seed=7))
+    assert content(ask(b, seed=7)) == direct  # A sampled with B's client's seed
+    assert len({content(ask(b, seed=s)) for s in range(4)}) > 1  # and other seeds give other replies
+    stop = direct[2:4]
+    cut_by_a, through = ask(a, seed=7, stop=[stop]), ask(b, seed=7, stop=stop)
+    assert content(through) == content(cut_by_a) == direct[:direct.find(stop)].strip()
+    assert through['choices'][0]['finish_reason'] == 'stop'
+    # A stopped by itself and sent its usage (B cutting the stream would leave no usage from A: 0 prompt tokens)
+    assert through['usage'] == cut_by_a['usage'] and through['usage']['prompt_tokens'] > 0
+
+
 def test_b_runs_requests_side_by_side(pair):
     a, b = pair
     results = []
@@ -266,8 +285,9 @@ def test_an_upstream_that_is_not_there(tmp_path):
 CHUNK = 'data: {"choices": [{"delta": {"content": "%s"}}]}\n\n'
 
 
-def scripted(answers: list[bytes]):
-    "A loopback HTTP server that answers POSTs with `answers` in turn (then the last one again); returns its /v1 URL and a stop function."
+def scripted(answers: list[bytes], bodies: list | None = None):
+    """A loopback HTTP server that answers POSTs with `answers` in turn (then the last one again): a stream's events, or a whole
+    response (starting with HTTP/1.1); `bodies` gets each POST's JSON. Returns its /v1 URL and a stop function."""
     srv = socket.create_server(('127.0.0.1', 0))
     served = []
     def run():
@@ -285,6 +305,8 @@ def scripted(answers: list[bytes]):
                     conn.sendall(b'HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nConnection: close\r\nContent-Length: %d\r\n\r\n' % len(payload) + payload)
                     continue
                 answer = answers[min(len(served), len(answers) - 1)]; served.append(answer)
+                if bodies is not None: bodies.append(json.loads(rest))
+                if answer.startswith(b'HTTP/1.1'): conn.sendall(answer); continue
                 conn.sendall(b'HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nConnection: close\r\n\r\n' + answer)
     threading.Thread(target=run, daemon=True).start()
     return f'http://127.0.0.1:{srv.getsockname()[1]}/v1', srv.close
@@ -305,6 +327,33 @@ def test_a_cut_stream_and_malformed_events_keep_the_text_and_say_why(tmp_path):
             assert done and pieces[-1].startswith('Half a\n\n[The upstream'), pieces  # appended: the note comes after the text
             assert post(base, '/chat', body('hello', GREEDY)) == {'content': 'All good.', 'isError': False}  # the next is whole
             assert idle(base)['waiting'] == 0
+    finally: stop()
+
+
+def refusal_400(message: str) -> bytes:
+    payload = json.dumps({'object': 'error', 'message': message, 'type': 'BadRequestError', 'param': None, 'code': 400}).encode()
+    return b'HTTP/1.1 400 Bad Request\r\nContent-Type: application/json\r\nConnection: close\r\nContent-Length: %d\r\n\r\n' % len(payload) + payload
+
+
+def test_a_conversation_over_the_upstreams_window_loses_its_oldest_rounds(tmp_path):
+    whole = (CHUNK % 'Fits.' + 'data: {"choices": [{"delta": {}, "finish_reason": "stop"}]}\n\ndata: [DONE]\n\n').encode()
+    over = refusal_400("This model's maximum context length is 2048 tokens. However, you requested 3848 tokens (3048 in the messages, "
+                       "800 in the completion). Please reduce the length of the messages or completion.")  # vLLM's words
+    history = [{'role': r, 'content': f'{r} {i} ' + 'x' * 400} for i in range(10) for r in ('user', 'assistant')]
+    asked: list = []
+    url, stop = scripted([over, whole, over], asked)
+    try:
+        with behind(tmp_path, url, key=None) as base:
+            assert post(base, '/chat', body('And now?', {'maxResponseTokens': 800}, history)) == {'content': 'Fits.', 'isError': False}
+            first, second = (len(a['messages']) for a in asked)
+            assert first == 21 and 1 < second < first, (first, second)  # the newest rounds and the message, asked once more
+            assert asked[1]['messages'][-3:] == asked[0]['messages'][-3:]
+            replies, done = app_stream(base, '/chat/stream', body('x' * 9000, {'maxResponseTokens': 800}))  # no rounds to leave out
+            assert done and 'too long for the upstream model, which reads 2,048 tokens' in replies[-1], replies
+            assert 'lower "max response tokens"' in replies[-1] and len(asked) == 3
+            r = httpx.post(base + '/v1/chat/completions', json={'model': 'scripted', 'messages': [{'role': 'user', 'content': 'x'}]})
+            assert r.status_code == 400 and 'too long for the upstream model' in r.json()['error']['message'], r.text
+            assert httpx.get(base + '/health').json()['upstream']['state'] == 'ok'
     finally: stop()
 
 
