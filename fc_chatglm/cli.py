@@ -39,7 +39,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument('--port', type=int, help="port to listen on (default: base_url's port; 0: any free port)")
     p.add_argument('--device', help='auto (GPU if there is one; the default), cuda, cuda:N or cpu')
     p.add_argument('--dtype', choices=choices('dtype'),
-                   help='auto (the default): float16/bfloat16 on a GPU; float32 on a CPU, or half precision where float32 would not fit the free memory')
+                   help='auto (the default): float16/bfloat16 on a GPU; on a CPU bfloat16 where the CPU multiplies it natively, else float32, or half precision where float32 would not fit the free memory')
     p.add_argument('--quantize', choices=choices('quantize'), help='quantize while loading: 8bit on a CPU (no extra needed) or CUDA (bitsandbytes), 4bit on CUDA (bitsandbytes); auto: 8bit where the CPU runs it fastest')
     p.add_argument('--decode', choices=choices('decode'), help='how each token is decoded: graph (the default '
                    'on a GPU) replays the step as a CUDA graph; compile also fuses kernels with torch.compile, after a warm-up '

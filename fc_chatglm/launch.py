@@ -62,7 +62,7 @@ class ConnectorSettings(BaseModel):
     model_config = ConfigDict(extra='forbid')
     model: str = 'model'  # the model folder
     device: str = 'auto'  # auto, cuda, cuda:N or cpu
-    dtype: Literal['auto', 'float16', 'bfloat16', 'float32'] = 'auto'  # auto: float16/bfloat16 on a GPU; on a CPU float32, or half precision where it would not fit
+    dtype: Literal['auto', 'float16', 'bfloat16', 'float32'] = 'auto'  # auto: float16/bfloat16 on a GPU; on a CPU bfloat16 where it is native, else float32, or half precision where it would not fit
     quantize: Literal['auto', '8bit', '4bit'] | None = None  # quantize while loading: 8bit on a CPU (torch) or CUDA (bitsandbytes), 4bit on CUDA; auto: 8bit where a CPU runs it fastest
     decode: Literal['auto', 'eager', 'graph', 'compile', 'direct'] = 'auto'  # how each token is decoded (`04a_decode`)
     context: int = Field(4096, ge=1)  # graph/compile: the static cache's length in tokens
