@@ -393,9 +393,12 @@ def add_openai(app: FastAPI, # an app from `create_app`: its state holds the hos
     async def models() -> Response:
         "The chat model (once loaded) and the embedding model (unless off)."
         now = int(time.time())
-        ids = ([model_id(host.engine.name)] if host.engine else []) + embed_ids(embeddings)
-        if not ids and (why := host.unavailable()): return ApiError(503, why, None, 'model_not_ready').response()
-        return JSONResponse({'object': 'list', 'data': [{'id': i, 'object': 'model', 'created': now, 'owned_by': 'fc_chatglm'} for i in ids]})
+        entry = lambda i, window=None: {'id': i, 'object': 'model', 'created': now, 'owned_by': 'fc_chatglm'} | (
+            {'max_model_len': window} if isinstance(window, int) else {})  # the window, as vLLM lists it
+        data = ([entry(model_id(host.engine.name), getattr(host.engine, 'window', None))] if host.engine else []) + [
+            entry(i) for i in embed_ids(embeddings)]
+        if not data and (why := host.unavailable()): return ApiError(503, why, None, 'model_not_ready').response()
+        return JSONResponse({'object': 'list', 'data': data})
 
     @app.post('/v1/embeddings', openapi_extra=body_schema(EmbedBody))
     async def embeddings_route(http: Request) -> Response:

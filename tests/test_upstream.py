@@ -98,6 +98,8 @@ def test_b_serves_the_demo_model_without_loading_one(pair):
     while (h := httpx.get(b + '/health').json())['upstream']['state'] != 'ok': assert time.time() < deadline, h; time.sleep(0.2)
     assert h['status'] == 'ready' and h['model'].startswith('demo (upstream ') and h['decode'] is None
     assert h['upstream'] == {**h['upstream'], 'url': a + '/v1', 'model': 'demo', 'running': 0}
+    window = httpx.get(a + '/v1/models').json()['data'][0]['max_model_len']
+    assert window == 2048 and h['upstream']['context'] == window  # learned from A's /v1/models, as from vLLM's
 
 
 def test_chat_rest_and_stream_through_two_processes(pair):
