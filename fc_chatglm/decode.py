@@ -310,6 +310,7 @@ class DirectStep:
         self.layers = [tuple(map(bound, (l.input_layernorm, l.self_attn.qkv_proj, l.self_attn.o_proj, l.post_attention_layernorm,
                                          l.mlp.gate_up_proj, l.mlp.activation_fn, l.mlp.down_proj))) for l in m.layers]
         self.length, self.capacity, self.keys, self.values, self.cos, self.sin = 0, 0, None, None, None, None
+        self.limit = getattr(model.config, 'max_position_embeddings', None)  # doubling stops there: no request goes further
 
     @staticmethod
     def fits(model: PreTrainedModel) -> bool:
@@ -328,7 +329,7 @@ class DirectStep:
     def reserve(self, n: int): # positions the buffers must hold
         "Grow the buffers and the rotary tables to hold `n` positions, keeping what they hold."
         if n <= self.capacity: return
-        cap, w = max(n, 2 * self.capacity, self.GROW), self.embed.weight
+        cap, w = max(n, min(max(2 * self.capacity, self.GROW), self.limit or 2 * n)), self.embed.weight
         shape = (len(self.layers), self.groups, cap, self.dim)
         keys, values = torch.empty(shape, device=w.device), torch.empty(shape, device=w.device)  # float32 in every dtype
         if self.length: keys[:, :, :self.length], values[:, :, :self.length] = self.keys[:, :, :self.length], self.values[:, :, :self.length]
