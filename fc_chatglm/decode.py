@@ -329,7 +329,8 @@ class DirectStep:
     def reserve(self, n: int): # positions the buffers must hold
         "Grow the buffers and the rotary tables to hold `n` positions, keeping what they hold."
         if n <= self.capacity: return
-        cap, w = max(n, min(max(2 * self.capacity, self.GROW), self.limit or 2 * n)), self.embed.weight
+        grown, w = max(2 * self.capacity, self.GROW), self.embed.weight
+        cap = max(n, min(grown, self.limit) if self.limit else grown)
         shape = (len(self.layers), self.groups, cap, self.dim)
         keys, values = torch.empty(shape, device=w.device), torch.empty(shape, device=w.device)  # float32 in every dtype
         if self.length: keys[:, :, :self.length], values[:, :, :self.length] = self.keys[:, :, :self.length], self.values[:, :, :self.length]
