@@ -199,20 +199,28 @@ def pieces_bytes(tok, ids: list[int]) -> bytes:
 # ---- the models
 
 def checkpoint(cache: Path, layers: int) -> Path:
-    "The random float32 ChatGLM2 checkpoint of the 6B's width with `layers` layers and the demo's tokenizer, written once."
-    import torch
-    from fc_chatglm.chatglm2 import CHATGLM2_6B_CONFIG, random_chatglm2, save_chatglm2
-    folder, demo = cache/f'chatglm2-6b-width-{layers}-layers', demo_folder(cache)
+    """The random float32 ChatGLM2 checkpoint of the 6B's width with `layers` layers and the demo's tokenizer, written once,
+    by a child process (`--write-float`), as `int4_checkpoint` writes its own: the parent's peak memory stays small."""
+    folder = cache/f'chatglm2-6b-width-{layers}-layers'
     if not (folder/'config.json').exists():
         t0 = time.perf_counter()
-        model = random_chatglm2({**CHATGLM2_6B_CONFIG, 'num_layers': layers}, seed=0, dtype=torch.float32)
-        save_chatglm2(model, folder/'part', layout='safetensors', shards=2, dtype=torch.float32)
-        del model
-        shutil.copy(demo/'tokenizer.model', folder/'part'/'tokenizer.model')
-        for f in (folder/'part').iterdir(): f.replace(folder/f.name)
-        (folder/'part').rmdir()
+        demo_folder(cache)
+        subprocess.run([sys.executable, str(Path(__file__).resolve()), '--write-float', str(folder)], check=True,
+                       env={**os.environ, 'PYTHONPATH': str(HERE.parent)})
         print(f'  wrote {folder.name} in {time.perf_counter() - t0:.0f} s', flush=True)
     return folder
+
+
+def write_float(folder: Path) -> None:
+    "Write the checkpoint `checkpoint` names `folder` (its layer count in the name); run in a child process (`--write-float`)."
+    import torch
+    from fc_chatglm.chatglm2 import CHATGLM2_6B_CONFIG, random_chatglm2, save_chatglm2
+    layers = int(folder.name.split('-')[-2])  # chatglm2-6b-width-<layers>-layers
+    model = random_chatglm2({**CHATGLM2_6B_CONFIG, 'num_layers': layers}, seed=0, dtype=torch.float32)
+    save_chatglm2(model, folder/'part', layout='safetensors', shards=2, dtype=torch.float32)
+    shutil.copy(folder.parent/'demo'/'tokenizer.model', folder/'part'/'tokenizer.model')
+    for f in (folder/'part').iterdir(): f.replace(folder/f.name)
+    (folder/'part').rmdir()
 
 
 def write_int4(src: Path) -> None:
@@ -367,10 +375,12 @@ def main():
     ap.add_argument('--child', help=argparse.SUPPRESS); ap.add_argument('--dtype', help=argparse.SUPPRESS)
     ap.add_argument('--ids', type=int, default=0, help=argparse.SUPPRESS)
     ap.add_argument('--write-int4', type=Path, help=argparse.SUPPRESS)
+    ap.add_argument('--write-float', type=Path, help=argparse.SUPPRESS)
     a = ap.parse_args()
     if a.new is None: a.new = 32 if a.quick else 128
     if a.child: return child(a)
     if a.write_int4: return write_int4(a.write_int4)
+    if a.write_float: return write_float(a.write_float)
     if a.quick and a.repeats == 6: a.repeats = 1
     PRECISIONS[:] = [p for p in PRECISIONS if p[0] in a.precisions]
     t_start = time.perf_counter()
