@@ -198,54 +198,56 @@ def pieces_bytes(tok, ids: list[int]) -> bytes:
 
 # ---- the models
 
-def checkpoint(cache: Path, layers: int) -> Path:
-    """The random float32 ChatGLM2 checkpoint of the 6B's width with `layers` layers and the demo's tokenizer, written once,
-    by a child process (`--write-float`), as `int4_checkpoint` writes its own: the parent's peak memory stays small."""
-    folder = cache/f'chatglm2-6b-width-{layers}-layers'
+def in_child(folder: Path, flag: str, arg: Path) -> Path:
+    """`folder`, written once by this script run again as a child (`flag arg`): a child inherits its parent's peak resident
+    memory on Linux, so the parent, whose connector runs report that peak, builds no model itself."""
     if not (folder/'config.json').exists():
         t0 = time.perf_counter()
-        demo_folder(cache)
-        subprocess.run([sys.executable, str(Path(__file__).resolve()), '--write-float', str(folder)], check=True,
+        subprocess.run([sys.executable, str(Path(__file__).resolve()), flag, str(arg)], check=True,
                        env={**os.environ, 'PYTHONPATH': str(HERE.parent)})
         print(f'  wrote {folder.name} in {time.perf_counter() - t0:.0f} s', flush=True)
     return folder
+
+
+def save_with_tokenizer(model, folder: Path, tokenizer: Path, **kw) -> None:
+    "`save_chatglm2` into `folder`, with the tokenizer, through a part folder: a run stopped halfway leaves no config.json."
+    from fc_chatglm.chatglm2 import save_chatglm2
+    save_chatglm2(model, folder/'part', **kw)
+    shutil.copy(tokenizer, folder/'part'/'tokenizer.model')
+    for f in (folder/'part').iterdir(): f.replace(folder/f.name)
+    (folder/'part').rmdir()
+
+
+def checkpoint(cache: Path, layers: int) -> Path:
+    "The random float32 ChatGLM2 checkpoint of the 6B's width with `layers` layers and the demo's tokenizer, written once."
+    folder = cache/f'chatglm2-6b-width-{layers}-layers'
+    demo_folder(cache)  # its tokenizer goes with the checkpoint
+    return in_child(folder, '--write-float', folder)
 
 
 def write_float(folder: Path) -> None:
     "Write the checkpoint `checkpoint` names `folder` (its layer count in the name); run in a child process (`--write-float`)."
     import torch
-    from fc_chatglm.chatglm2 import CHATGLM2_6B_CONFIG, random_chatglm2, save_chatglm2
+    from fc_chatglm.chatglm2 import CHATGLM2_6B_CONFIG, random_chatglm2
     layers = int(folder.name.split('-')[-2])  # chatglm2-6b-width-<layers>-layers
     model = random_chatglm2({**CHATGLM2_6B_CONFIG, 'num_layers': layers}, seed=0, dtype=torch.float32)
-    save_chatglm2(model, folder/'part', layout='safetensors', shards=2, dtype=torch.float32)
-    shutil.copy(folder.parent/'demo'/'tokenizer.model', folder/'part'/'tokenizer.model')
-    for f in (folder/'part').iterdir(): f.replace(folder/f.name)
-    (folder/'part').rmdir()
+    save_with_tokenizer(model, folder, folder.parent/'demo'/'tokenizer.model', layout='safetensors', shards=2, dtype=torch.float32)
 
 
 def write_int4(src: Path) -> None:
     "Write `src`'s weights in chatglm2-6b-int4's format next to it (`<src>-int4`); run in a child process (`--write-int4`)."
     import torch
-    from fc_chatglm.chatglm2 import load_chatglm2, save_chatglm2
+    from fc_chatglm.chatglm2 import load_chatglm2
     from fc_chatglm.folder import ModelFolder
-    folder, f = src.parent/f'{src.name}-int4', ModelFolder.read(src)
-    save_chatglm2(load_chatglm2(f.config, f.weights, dtype=torch.float32), folder/'part', layout='int4')
-    shutil.copy(src/'tokenizer.model', folder/'part'/'tokenizer.model')
-    for p in (folder/'part').iterdir(): p.replace(folder/p.name)
-    (folder/'part').rmdir()
+    f = ModelFolder.read(src)
+    save_with_tokenizer(load_chatglm2(f.config, f.weights, dtype=torch.float32), src.parent/f'{src.name}-int4', src/'tokenizer.model',
+                        layout='int4')
 
 
 def int4_checkpoint(cache: Path, layers: int) -> Path:
-    """The same random weights as `checkpoint` in chatglm2-6b-int4's format (packed nibbles, one scale per row), written once,
-    by a child process: a child inherits its parent's peak resident memory on Linux, so the parent loads no model itself."""
+    "The same random weights as `checkpoint` in chatglm2-6b-int4's format (packed nibbles, one scale per row), written once."
     src = checkpoint(cache, layers)
-    folder = cache/f'{src.name}-int4'
-    if not (folder/'config.json').exists():
-        t0 = time.perf_counter()
-        subprocess.run([sys.executable, str(Path(__file__).resolve()), '--write-int4', str(src)], check=True,
-                       env={**os.environ, 'PYTHONPATH': str(HERE.parent)})
-        print(f'  wrote {folder.name} in {time.perf_counter() - t0:.0f} s', flush=True)
-    return folder
+    return in_child(cache/f'{src.name}-int4', '--write-int4', src)
 
 
 def demo_folder(cache: Path) -> Path:
