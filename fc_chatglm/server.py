@@ -122,6 +122,7 @@ class Inbox:
     "Text from a worker thread to the event loop, with at most one pending wake-up."
     def __init__(self, loop: asyncio.AbstractEventLoop): # the event loop that reads
         self.loop, self.lock, self.parts, self.due = loop, threading.Lock(), [], False
+        self.home = threading.get_ident()  # the loop's thread: an async engine puts from it, and needs no wake-up
         self.ready, self.done = asyncio.Event(), asyncio.Event()
 
     def put(self, piece: str):
@@ -130,7 +131,8 @@ class Inbox:
             self.parts.append(piece)
             if self.due: return
             self.due = True
-        self.loop.call_soon_threadsafe(self.ready.set)
+        if threading.get_ident() == self.home: self.ready.set()
+        else: self.loop.call_soon_threadsafe(self.ready.set)
 
     def finish(self):
         "No more text will come (from any thread); wakes the reader at once."
