@@ -10,7 +10,15 @@ and 32 streams at once, straight from it and through a connector in front of it.
 
 llm-katan (`pip install llm-katan`) writes `--itl-ms` between two chunks of 4 characters, each counted as a token here
 (5 ms: 200 tokens/s per stream, faster than a 6B model decodes one stream on a GPU). `--itl-ms 0` measures the
-connector's own cost per token, unpaced. It prints figures; it asserts nothing (timings on a shared machine are noisy)."""
+connector's own cost per token, unpaced. It prints figures; it asserts nothing (timings on a shared machine are noisy).
+
+A byte relay in its own process (it parses nothing) is measured beside the connector: the cost of one more process on
+the way, alone. The time added to the first token is measured on short streams (34 tokens), each way asked twice in a row
+and the second measured: every process on its way has just served a request, as a server in use has. The long streams'
+first tokens are printed too, but there each process on a way sat idle through the other ways' streams, and on some
+virtual machines a process that sat idle answers far slower: on this one llm-katan's own first token rises from about
+12 ms right after a request to 20-60 ms after 1.4 s idle, and a connector's /health from about 1 ms to 25-55 ms, with no
+page faults. The benchmark prints that cost, measured on the upstream alone."""
 import argparse
 import json
 import os
@@ -52,6 +60,31 @@ def start_katan(itl_ms: int) -> tuple[subprocess.Popen, str]:
     p.kill(); raise RuntimeError('llm-katan did not start')
 
 
+RELAY = """
+import asyncio, sys
+async def pipe(r, w):
+    try:
+        while data := await r.read(65536): w.write(data)
+    finally: w.close()
+async def handle(r, w):
+    tr, tw = await asyncio.open_connection('127.0.0.1', int(sys.argv[2]))
+    await asyncio.gather(pipe(r, tw), pipe(tr, w), return_exceptions=True)
+async def main():
+    srv = await asyncio.start_server(handle, '127.0.0.1', int(sys.argv[1]))
+    print('ready', flush=True)
+    await srv.serve_forever()
+asyncio.run(main())
+"""
+
+
+def start_relay(url: str) -> tuple[subprocess.Popen, str]:
+    "A byte relay in its own process, in front of the upstream at `url` (it parses nothing): the cost of one more hop alone."
+    port, target = free_port(), url.rsplit(':', 1)[1].split('/')[0]
+    p = subprocess.Popen([sys.executable, '-c', RELAY, str(port), target], stdout=subprocess.PIPE, text=True)
+    p.stdout.readline()
+    return p, f'http://127.0.0.1:{port}/v1'
+
+
 def message(tokens: int) -> str:
     "A message whose echo streams about `tokens` chunks (the echo's header line takes about 30)."
     return 'x' * (CHARS * (tokens - 30))
@@ -82,6 +115,13 @@ def app(base: str, text: str) -> tuple[float, float, str]:
             if line.startswith('{'): reply = json.loads(line)['content']; first = first or time.perf_counter() - t0
             if line == '[DONE]': return first, time.perf_counter() - t0, reply
     raise RuntimeError('the stream ended without [DONE]')
+
+
+def katan_idle(url: str, text: str, pause: float = 1.4) -> tuple[float, float]:
+    "llm-katan's first token right after another request, and after `pause` seconds idle: what idling costs on this machine."
+    def after(seconds: float) -> float:
+        direct(url, text); time.sleep(seconds); return direct(url, text)[0]
+    return statistics.median(after(0) for _ in range(5)), statistics.median(after(pause) for _ in range(5))
 
 
 def v1(base: str, text: str) -> tuple[float, float, int]:
@@ -145,26 +185,49 @@ def main():
             except httpx.TransportError: pass
             time.sleep(0.1)
         if a.upstream: return sweep(url, base, a.model, extra, [int(x) for x in a.sweep.split(',')], a.tokens)
-        text = message(a.tokens)
-        for _ in range(3): direct(url, text); app(base, text); v1(base, text)  # warm-up: connections, imports, caches
-        d, c, o = [], [], []
-        runs = [(d, lambda: direct(url, text)), (c, lambda: app(base, text)), (o, lambda: v1(base, text))]
-        for i in range(a.rounds):  # interleaved, so all three see the same load; in turn first, as a process just woken
-            for rows, measure in runs[i % 3:] + runs[:i % 3]: rows.append(measure())  # answers slower on a busy machine
-        tokens = d[0][2]
-        assert all(len(r[2]) >= len(text) for r in c), 'the app stream lost text'
-        rate = lambda rows: tokens / statistics.median(r[1] for r in rows)
-        ttft = lambda rows: statistics.median(r[0] for r in rows)
-        added = lambda rows: statistics.median(r[0] - x[0] for r, x in zip(rows, d))  # paired: the same moment's load
-        quiet = lambda rows: sorted(r[0] - x[0] for r, x in zip(rows, d))[len(d) // 10]  # the 10th percentile: the quieter moments
+        text, short = message(a.tokens), message(34)
+        relay, relayed = start_relay(url)
+        ways = {'direct': lambda t: direct(url, t), 'relay': lambda t: direct(relayed, t), 'app': lambda t: app(base, t),
+                'v1': lambda t: v1(base, t)}
+        for _ in range(3):  # warm-up: connections, imports, caches
+            for f in ways.values(): f(text)
+        def rounds(t: str, n: int, twice: bool = False) -> dict[str, list]:
+            """(first token s, whole s, ...) of each way, `n` rounds; interleaved, so all see the same load, and each first in turn.
+            `twice`: each way is asked twice in a row and the second is kept (every process on its way has just served a request)."""
+            rows = {w: [] for w in ways}
+            for i in range(n):
+                for w in list(ways)[i % 4:] + list(ways)[:i % 4]:
+                    if twice: ways[w](t)
+                    rows[w].append(ways[w](t))
+            return rows
+        long, again = rounds(text, a.rounds), rounds(short, 2 * a.rounds, twice=True)
+        idle = katan_idle(url, short)
+        relay.kill()
+        tokens = long['direct'][0][2]
+        assert all(len(r[2]) >= len(text) for r in long['app']), 'the app stream lost text'
+        rate = lambda w: tokens / statistics.median(r[1] for r in long[w])
+        ttft = lambda rows, w: 1000 * statistics.median(r[0] for r in rows[w])
+        def added(rows, w) -> str:  # paired with the direct request of the same round: the same moment's load
+            d = [1000 * (r[0] - x[0]) for r, x in zip(rows[w], rows['direct'])]
+            q = statistics.quantiles(d, n=4)
+            return f'{statistics.median(d):+6.2f} ms (quartiles {q[0]:+.2f}, {q[2]:+.2f})'
+        labels = {'relay': 'a byte relay (no HTTP)', 'app': "the app's chat-stream", 'v1': "the connector's /v1"}
         load = ', load average %.2f %.2f %.2f' % os.getloadavg() if hasattr(os, 'getloadavg') else ''  # not on Windows
-        print(f'upstream: llm-katan echo, {tokens} tokens per stream, {a.itl_ms} ms between tokens; {a.rounds} rounds, medians{load}')
-        print(f'straight from the upstream: {rate(d):8.1f} tokens/s, first token {1000 * ttft(d):6.2f} ms')
-        print(f"the app's chat-stream:      {rate(c):8.1f} tokens/s, first token {1000 * ttft(c):6.2f} ms  "
-              f'ratio {rate(c) / rate(d):.3f} (target >= 0.95), added {1000 * added(c):+.2f} ms (target <= 5; 10th percentile {1000 * quiet(c):+.2f})')
-        print(f"the connector's /v1:        {rate(o):8.1f} tokens/s, first token {1000 * ttft(o):6.2f} ms  "
-              f'ratio {rate(o) / rate(d):.3f}, added {1000 * added(o):+.2f} ms (10th percentile {1000 * quiet(o):+.2f})')
-        one = statistics.median(r[1] for r in c)
+        print(f'upstream: llm-katan echo, {a.itl_ms} ms between tokens{load}; medians')
+        print(f'{tokens}-token streams, {a.rounds} rounds, the four ways in turn:')
+        print(f'  straight from the upstream {rate("direct"):7.1f} tokens/s, first token {ttft(long, "direct"):6.2f} ms')
+        for w in ('app', 'v1'):
+            print(f'  {labels[w]:26s} {rate(w):7.1f} tokens/s, ratio {rate(w) / rate("direct"):.3f} (target >= 0.95); first token '
+                  f'{ttft(long, w):6.2f} ms, added {added(long, w)}')
+        print(f'  {labels["relay"]:26s} {rate("relay"):7.1f} tokens/s; first token {ttft(long, "relay"):6.2f} ms, added {added(long, "relay")}')
+        print('  (each process on a way sat idle through the other ways\' streams before its own: what that costs here is below)')
+        print(f'{again["direct"][0][2]}-token streams, {2 * a.rounds} rounds, each way asked twice in a row, the second measured: '
+              'the time added to the first token (target <= 5 ms)')
+        print(f'  straight from the upstream first token {ttft(again, "direct"):6.2f} ms')
+        for w in ('relay', 'app', 'v1'): print(f'  {labels[w]:26s} first token {ttft(again, w):6.2f} ms, added {added(again, w)}')
+        print(f"what sitting idle costs a process here: llm-katan's own first token {1000 * idle[0]:.2f} ms right after a request, "
+              f'{1000 * idle[1]:.2f} ms after 1.4 s idle (medians of 5)')
+        one = statistics.median(r[1] for r in long['app'])
         times = []
         def run(): times.append(app(base, text)[1])
         threads = [threading.Thread(target=run) for _ in range(a.streams)]

@@ -13,10 +13,13 @@ from pathlib import Path
 
 import httpx
 import openai
+import psutil
 import pytest
 
 from fc_chatglm.launch import PROJECT
+from fc_chatglm.schemas import ChatRequest
 from fc_chatglm.testing import app_stream, start_connector
+from fc_chatglm.upstream import Upstream, UpstreamEngine
 
 KATAN_KEY = 'katan-key'  # llm-katan asks every request for an Authorization header
 LONG = {'temperature': 1, 'maxResponseTokens': 1500}
@@ -232,6 +235,21 @@ def test_katan_echo_shows_the_mapping(tmp_path):
         assert done and pieces[-1].endswith('User: Once upon a time')
         h = httpx.get(base + '/health').json()['upstream']
         assert h['state'] == 'ok' and h['model'] == 'echo'
+
+
+def test_the_connection_to_the_upstream_is_kept_for_the_next_request():
+    "A stream read to its [DONE] gives its connection back: the next requests go out on it, not each on a new one."
+    with katan() as url:
+        port = int(url.rsplit(':', 1)[1].split('/')[0])
+        engine = UpstreamEngine(Upstream(url, 'echo', api_key=KATAN_KEY))
+        try:
+            used = set()  # this process's local ports of its connections to llm-katan
+            for message in ('one', 'two', 'three'):
+                out = engine.generate(ChatRequest(message=message))
+                assert out.reason == 'stop' and out.text.endswith(f'User: {message}'), out
+                used |= {c.laddr.port for c in psutil.Process().net_connections('tcp') if c.raddr and c.raddr.port == port}
+            assert len(used) == 1, f'connections left open after the requests: {used} (one, kept for the next, is right)'
+        finally: engine.close()
 
 
 def test_a_wrong_key_is_named(tmp_path):
