@@ -428,7 +428,8 @@ class UpstreamEngine(UpstreamClient):
         except asyncio.CancelledError:
             if not stopped: raise  # not our cancel (the server stops): it goes on
             if hasattr(me, 'uncancel'): me.uncancel()  # Python 3.11+: the task is not left "being cancelled"
-            return self.outcome(got, 'cancelled', form, t0, dropped=dropped)  # leaving `client.stream` closed the connection: the upstream stops
+            if not got.ended: return self.outcome(got, 'cancelled', form, t0, dropped=dropped)  # leaving `client.stream` closed the connection: the upstream stops
+            # else [DONE] had come, and the cancel found `rest` reading on: the reply is whole
         except UpstreamError as e:
             if e.state != 'ok': self.note(e.state, str(e))  # a prompt too long says nothing of the upstream's health
             if not got.pieces: raise
