@@ -179,6 +179,7 @@ def main():
     (folder / 'config.json').write_text(json.dumps({'embedding': 'off', 'upstream': url, 'upstream_api_key': KEY, 'upstream_model': a.model,
                                                     'upstream_extra': extra, 'max_queue': 256}))
     conn, base = start_connector(cwd=folder)
+    relay = None
     try:
         while True:  # the socket may not listen yet when the connector prints its address
             try:
@@ -203,7 +204,6 @@ def main():
             return rows
         long, again = rounds(text, a.rounds), rounds(short, 2 * a.rounds, twice=True)
         idle = katan_idle(url, short)
-        relay.kill()
         tokens = long['direct'][0][2]
         assert all(len(r[2]) >= len(text) for r in long['app']), 'the app stream lost text'
         rate = lambda w: tokens / statistics.median(r[1] for r in long[w])
@@ -240,7 +240,8 @@ def main():
               f'one alone {one:.2f} s, one after another would take {a.streams * one:.2f} s')
     finally:
         conn.kill(); shutil.rmtree(folder, ignore_errors=True)
-        if katan: katan.kill()
+        for p in (katan, relay):
+            if p: p.kill()
 
 
 if __name__ == '__main__':
