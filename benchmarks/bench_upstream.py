@@ -13,7 +13,7 @@ llm-katan (`pip install llm-katan`) writes `--itl-ms` between two chunks of 4 ch
 connector's own cost per token, unpaced. It prints figures; it asserts nothing (timings on a shared machine are noisy).
 
 A byte relay in its own process (it parses nothing) is measured beside the connector: the cost of one more process on
-the way, alone. The time added to the first token is measured on short streams (34 tokens), each way asked twice in a row
+the way, alone. The time added to the first token is measured on short streams (about 30 tokens), each way asked twice in a row
 and the second measured: every process on its way has just served a request, as a server in use has. The long streams'
 first tokens are printed too, but there each process on a way sat idle through the other ways' streams, and on some
 virtual machines a process that sat idle answers far slower: on this one llm-katan's own first token rises from about
@@ -198,7 +198,7 @@ def main():
             `twice`: each way is asked twice in a row and the second is kept (every process on its way has just served a request)."""
             rows = {w: [] for w in ways}
             for i in range(n):
-                for w in list(ways)[i % 4:] + list(ways)[:i % 4]:
+                for w in list(ways)[i % len(ways):] + list(ways)[:i % len(ways)]:
                     if twice: ways[w](t)
                     rows[w].append(ways[w](t))
             return rows
