@@ -157,8 +157,8 @@ def setup_logging(level: str = 'INFO'):
         if hasattr(stream, 'reconfigure'): stream.reconfigure(errors='backslashreplace')  # escape it, never fail
     logging.basicConfig(level=level.upper(), stream=sys.stderr, force=True,
                         format='%(asctime)s %(levelname)s %(name)s: %(message)s')
-    if logging.getLogger().level > logging.DEBUG:  # httpx writes a line per request to an upstream at INFO: one per reply
-        logging.getLogger('httpx').setLevel(logging.WARNING)  # (the connector's own says more) and per health probe, on the first token's way
+    if logging.getLogger().level > logging.DEBUG:  # httpx logs each request to an upstream (each reply, each health probe)
+        logging.getLogger('httpx').setLevel(logging.WARNING)  # at INFO, on the first token's way; the connector's own line says more
 
 def serve(opts: LoadOptions, # what model to load
           connector: Path = Path('connector.json'), # the manifest: address and routes
