@@ -50,7 +50,7 @@ class ChatGLMTokenizer:
                  roles: bool = False,  # append ChatGLM3's four role tokens after the five specials
                 ):
         self.model_file = Path(model_file)
-        self.sp = spm.SentencePieceProcessor(model_file=str(self.model_file))
+        self.sp = spm.SentencePieceProcessor(model_proto=self.model_file.read_bytes())  # bytes: see below
         self.n_sp = self.sp.vocab_size()
         names = SPECIAL_TOKENS + (ROLE_TOKENS if roles else ())
         self.special = {tok: self.n_sp + i for i, tok in enumerate(names)}
