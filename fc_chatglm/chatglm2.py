@@ -376,9 +376,9 @@ def save_chatglm2(
         del part
     if n > 1:
         index = 'model.safetensors.index.json' if st else 'pytorch_model.bin.index.json'
-        (folder/index).write_text(json.dumps({'metadata': {'total_size': total}, 'weight_map': weight_map}, indent=2))
+        (folder/index).write_text(json.dumps({'metadata': {'total_size': total}, 'weight_map': weight_map}, indent=2), encoding='utf-8')
     cfg = chatglm2_config(config, 4 if int4 else None, dtype)
-    (folder/'config.json').write_text(json.dumps(cfg, indent=2, ensure_ascii=False))
+    (folder/'config.json').write_text(json.dumps(cfg, indent=2, ensure_ascii=False), encoding='utf-8')
     return folder
 
 # %% ../nbs/03_chatglm2.ipynb #acc36e72
