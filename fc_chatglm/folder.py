@@ -15,7 +15,7 @@ import torch
 from transformers import AutoConfig, AutoModelForCausalLM, GlmForCausalLM
 
 from .chatglm2 import glm_config
-from .schemas import UserError
+from .schemas import UserError, read_json
 
 # %% ../nbs/03b_folder.ipynb #ececa74f
 MODEL_HELP = ('Put the ChatGLM2-6B files there (config.json, tokenizer.model, pytorch_model-00001-of-00007.bin ... '
@@ -31,7 +31,8 @@ def _read_config(folder: Path) -> dict:
         seen = sorted(p.name for p in folder.iterdir() if not p.name.startswith('.') and p.name != 'README.md')
         what = f'holds only {", ".join(seen[:6])}' if seen else 'is empty'
         raise UserError(f'The model folder {folder} {what}: it has no config.json. {MODEL_HELP}')
-    try: config = json.loads(path.read_text(encoding='utf-8'))
+    try: config = read_json(path)  # a BOM or UTF-16 as an editor saved it (`00_schemas`)
+    except UserError as e: raise UserError(f'{e} It is the model\'s config.json.') from None
     except (OSError, ValueError) as e: raise UserError(f'{path} cannot be read as JSON ({e}); copy it again from the model\'s download.') from None
     if not isinstance(config, dict): raise UserError(f'{path} holds no JSON object, so it is no model\'s config; copy it again from the model\'s download.')
     return config
@@ -44,8 +45,8 @@ def _is_chatglm(config: dict) -> bool:
 def _own_names(folder: Path, config: dict) -> str:
     "The names a model folder gives itself (`_name_or_path` in its config, `name_or_path` in tokenizer_config.json), lower case, one per line."
     names = [str(config.get('_name_or_path') or '')]
-    try: names.append(str(json.loads((folder/'tokenizer_config.json').read_text(encoding='utf-8')).get('name_or_path') or ''))
-    except (OSError, ValueError, AttributeError): pass
+    try: names.append(str(read_json(folder/'tokenizer_config.json').get('name_or_path') or ''))
+    except (OSError, ValueError, AttributeError, UserError): pass
     return '\n'.join(names).lower()
 
 def _chatglm_family(folder: Path, config: dict) -> str:
@@ -73,7 +74,7 @@ def index_shards(
     index: str,  # the index file's name in it
 ) -> list[str]:
     "The shard names an index lists, each checked to be a plain file name in `folder`; a ValueError naming the first that is not."
-    try: weight_map = json.loads((Path(folder)/index).read_text(encoding='utf-8'))['weight_map']
+    try: weight_map = read_json(Path(folder)/index)['weight_map']
     except (ValueError, KeyError, TypeError) as e: raise ValueError(f'{Path(folder)/index} is not a weight index ({type(e).__name__}: {e}).') from None
     if not isinstance(weight_map, dict): raise ValueError(f'{Path(folder)/index}: "weight_map" is not an object.')
     for name in weight_map.values():

@@ -28,8 +28,8 @@ from .folder import ModelFolder
 from .load import LoadOptions, load_engine
 from .openai_api import add_openai
 from .upstream import Upstream, UpstreamEmbeddings, UpstreamEngine, serve_upstream
-from .schemas import UserError, describe_errors
-from .server import ROUTES, Limits, ModelHost, create_app, open_socket
+from .schemas import UserError, describe_errors, read_json
+from .server import ROUTES, Limits, ModelHost, create_app, open_sockets
 
 log = logging.getLogger('fc_chatglm')
 
@@ -38,7 +38,7 @@ PROJECT = Path(__file__).resolve().parent.parent if '__file__' in globals() else
 
 def read_manifest(path: Path) -> dict:
     "The connector manifest at `path`, checked for what the server needs."
-    try: m = json.loads(Path(path).read_text(encoding='utf-8-sig'))  # -sig: Notepad may have saved a BOM
+    try: m = read_json(path)  # as Notepad may have saved it (`00_schemas`)
     except FileNotFoundError: raise UserError(f'{path} is missing: start fc_chatglm from the connector folder, or pass --connector.') from None
     except json.JSONDecodeError as e: raise UserError(f'{path} is not valid JSON: {e}') from None
     for key in ('id', 'name', 'base_url'):
@@ -118,7 +118,7 @@ def read_config(path: Path, # config.json
                 ) -> ConnectorSettings:
     "The settings in `path`, with relative paths made relative to its folder; a `UserError` naming what is wrong."
     path = Path(path)
-    try: raw = json.loads(path.read_text(encoding='utf-8-sig'))
+    try: raw = read_json(path)
     except FileNotFoundError: raise UserError(f'{path} does not exist.') from None
     except json.JSONDecodeError as e:
         hint = f' {WINDOWS_PATHS}' if 'escape' in e.msg else ''
@@ -177,7 +177,7 @@ def serve(opts: LoadOptions, # what model to load
         mhost, mport = manifest_address(m)
         host, port = host or mhost, mport if port is None else port
         if (why := bind_problem(host, guard)): raise UserError(why)
-        sock = open_socket(host, port)
+        socks = open_sockets(host, port)  # localhost: 127.0.0.1 and ::1
     except UserError as e:
         print(f'fc_chatglm: {e}', file=sys.stderr, flush=True); return 2
     guard = guard.at(host)
@@ -191,10 +191,9 @@ def serve(opts: LoadOptions, # what model to load
         if upstream.embeddings: embeddings = UpstreamEmbeddings(engine)
     app = add_openai(create_app(model_host, manifest_routes(m), on_start=None if problem else start,
                      embeddings=embeddings, limits=limits, guard=guard))  # and the OpenAI API under /v1 (`07a_openai_api`)
-    bound = sock.getsockname()
-    sock.listen(2048)  # before the address is printed: a client that connects at once waits in the backlog, never refused
-    print(f'fc_chatglm: listening on http://{host}:{bound[1]} (model: {upstream.url if upstream else "demo" if opts.demo else opts.model})', flush=True)
-    uvicorn.Server(uvicorn.Config(app, http=protocol(guard), log_level='warning', lifespan='on')).run(sockets=[sock])
+    for sock in socks: sock.listen(2048)  # before the address is printed: a client that connects at once waits in the backlog, never refused
+    print(f'fc_chatglm: listening on http://{host}:{socks[0].getsockname()[1]} (model: {upstream.url if upstream else "demo" if opts.demo else opts.model})', flush=True)
+    uvicorn.Server(uvicorn.Config(app, http=protocol(guard), log_level='warning', lifespan='on')).run(sockets=socks)
     return 0
 
 # %% ../nbs/08_launch.ipynb #1af1c034
@@ -224,7 +223,7 @@ def _config_bytes(config: Path | None, shipped: Path, with_model: bool) -> bytes
     else:
         read_config(config)  # a UserError naming the key that is wrong
         data = Path(config).read_bytes()
-    raw = json.loads(data.decode('utf-8-sig'))
+    raw = json.loads(data)  # bytes: UTF-8, with or without a BOM, or UTF-16 (`read_json`)
     if with_model and raw.get('model', 'model') != 'model':
         data = (json.dumps({**raw, 'model': 'model'}, indent=2, ensure_ascii=False) + '\n').encode('utf-8')
     return data
