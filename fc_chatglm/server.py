@@ -7,11 +7,12 @@ __all__ = ['log', 'DONE', 'LINE_INTERVAL', 'EMPTY', 'CHARSETS', 'READ', 'BOMS', 
            'Worker', 'Inbox', 'failure', 'stream_failure', 'stream_lines', 'hang_up', 'Refusal', 'refuse', 'Limits',
            'read_capped', 'receive', 'body_schema', 'text_codec', 'plain_text', 'embed_failure', 'lifespan', 'admit',
            'timed_out', 'full_reply', 'add_full_replies', 'stream_reply', 'add_streams', 'add_cancels', 'add_embedding',
-           'add_health', 'create_app', 'open_socket']
+           'add_health', 'create_app', 'open_socket', 'open_sockets']
 
 # %% ../nbs/07_server.ipynb #e22a21d3
 import asyncio
 import codecs
+import errno
 import logging
 import os
 import re
@@ -475,12 +476,34 @@ def create_app(host: ModelHost, # the model, or its loading state
 # %% ../nbs/07_server.ipynb #6f4cfeb0
 def open_socket(host: str, port: int) -> socket.socket:
     "A listening-ready socket bound to (host, port), or a `UserError` saying why not."
-    family = socket.AF_INET6 if ':' in host else socket.AF_INET
-    sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
-    if os.name != 'nt': sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    try: sock.bind((host, port))
+    try: return _bound(host, port)
     except OSError as e:
-        sock.close()
         raise UserError(f'Cannot listen on {host}:{port} ({e.strerror}). Is another connector running? '
                           'Stop it, or change base_url in connector.json and the port with --port.') from None
+
+def _bound(host: str, port: int) -> socket.socket:
+    "A TCP socket bound to (host, port); the OSError if it cannot be."
+    family = socket.AF_INET6 if ':' in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
+    try:
+        if os.name != 'nt': sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        if host.strip('[]') == '::': sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)  # IPv4 too, as on Linux
+        sock.bind((host.strip('[]'), port))
+    except OSError: sock.close(); raise
     return sock
+
+# %% ../nbs/07_server.ipynb #0b63c211
+def open_sockets(host: str, # the manifest's host (or --host)
+                 port: int, # its port (0: any free one)
+                 ) -> list[socket.socket]:
+    "The sockets to listen on: one for (host, port), and for `localhost` both 127.0.0.1 and ::1 on one port (::1 where the machine has IPv6)."
+    if host.lower() != 'localhost': return [open_socket(host, port)]
+    for _ in range(20):  # port 0: a port free on both addresses
+        first = open_socket('127.0.0.1', port)
+        try: return [first, _bound('::1', first.getsockname()[1])]
+        except OSError as e:
+            if e.errno in (errno.EADDRNOTAVAIL, errno.EAFNOSUPPORT): return [first]  # no IPv6 here: clients use 127.0.0.1
+            first.close()
+            if port: raise UserError(f'Cannot listen on [::1]:{port} ({e.strerror}), where clients that try IPv6 first reach '
+                                     'localhost. Stop what uses it, or write 127.0.0.1 in base_url.') from None
+    raise UserError('Cannot find a port that is free on both 127.0.0.1 and ::1; write 127.0.0.1 in base_url.')
