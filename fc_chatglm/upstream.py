@@ -5,11 +5,12 @@
 # %% auto #0
 __all__ = ['log', 'CONTEXT_WORDS', 'END', 'REST', 'api_root', 'Upstream', 'conversation', 'sampling', 'chat_body',
            'UpstreamError', 'error_detail', 'refusal', 'unreachable', 'TooLong', 'overflow', 'shorter', 'malformed',
-           'parse_event', 'piece', 'Progress', 'UpstreamClient', 'probe', 'learn_window', 'model_name', 'health',
-           'rest', 'stream', 'UpstreamEngine', 'serve_upstream', 'UpstreamEmbeddings']
+           'parse_event', 'piece', 'Progress', 'on_this_machine', 'UpstreamClient', 'probe', 'learn_window',
+           'model_name', 'health', 'rest', 'stream', 'UpstreamEngine', 'serve_upstream', 'UpstreamEmbeddings']
 
 # %% ../nbs/07b_upstream.ipynb #3eacedea
 import asyncio
+import ipaddress
 import json
 import logging
 import re
@@ -248,6 +249,14 @@ class Progress:
     @property
     def text(self) -> str: return ''.join(self.pieces)
 
+# %% ../nbs/07b_upstream.ipynb #a35f04aa
+def on_this_machine(url: str) -> bool:
+    "Whether `url`'s host is a loopback address or `localhost`: reached directly, whatever proxy the system names."
+    host = (urlparse(url).hostname or '').lower()
+    if host == 'localhost' or host.endswith('.localhost'): return True
+    try: return ipaddress.ip_address(host).is_loopback
+    except ValueError: return False
+
 # %% ../nbs/07b_upstream.ipynb #a5eefb50
 class UpstreamClient:
     "The connection to an upstream server: its own event loop and HTTP client, the model, and the upstream's last known state."
@@ -280,7 +289,7 @@ class UpstreamClient:
         loop = asyncio.get_running_loop()
         if (c := self._clients.get(loop)) is None:
             c = self._clients[loop] = httpx.AsyncClient(
-                transport=self.transport, headers=self.up.headers(), timeout=httpx.Timeout(self.up.timeout, connect=self.up.connect_timeout),
+                transport=self.transport, trust_env=not on_this_machine(self.up.url), headers=self.up.headers(), timeout=httpx.Timeout(self.up.timeout, connect=self.up.connect_timeout),
                 limits=httpx.Limits(max_connections=None, max_keepalive_connections=64, keepalive_expiry=self.KEEP))
         return c
 

@@ -396,3 +396,28 @@ def test_the_chatglm2_template_is_the_local_engines_prompt(history):
         (PROJECT / 'benchmarks' / 'chatglm2.jinja').read_text(encoding='utf-8'))
     conv = to_conversation([Message(**m) for m in history], '你好')
     assert template.render(messages=conv.messages(), add_generation_prompt=True) == chatglm2_prompt(conv.query, conv.rounds, conv.system)
+
+
+def test_a_system_proxy_does_not_catch_a_loopback_upstream(monkeypatch):
+    "A proxy set for the whole system (a 'system proxy' client on Windows, or the variables) is for the internet, not for 127.0.0.1."
+    hits = []
+    proxy = socket.create_server(('127.0.0.1', 0))
+    def refuse():  # a proxy that cannot reach the upstream: 502 to everything, as a system proxy answers a loopback address
+        while True:
+            try: conn, _ = proxy.accept()
+            except OSError: return
+            with conn:
+                hits.append(conn.recv(65536))
+                conn.sendall(b'HTTP/1.1 502 Bad Gateway\r\nContent-Length: 0\r\nConnection: close\r\n\r\n')
+    threading.Thread(target=refuse, daemon=True).start()
+    for name in ('HTTP_PROXY', 'HTTPS_PROXY', 'ALL_PROXY', 'http_proxy', 'https_proxy', 'all_proxy'):
+        monkeypatch.setenv(name, f'http://127.0.0.1:{proxy.getsockname()[1]}')
+    answer = (CHUNK % 'Direct.' + 'data: {"choices": [{"delta": {}, "finish_reason": "stop"}]}\n\ndata: [DONE]\n\n').encode()
+    url, stop = scripted([answer])
+    engine = UpstreamEngine(Upstream(url, 'scripted'))
+    try:
+        out = engine.generate(ChatRequest(message='Hello'))
+        assert (out.text, out.reason, hits) == ('Direct.', 'stop', []), (out, hits)
+        with httpx.Client() as through: assert through.get(url.replace('127.0.0.1', 'example.invalid') + '/models').status_code == 502
+        assert hits, 'the proxy variables are set for other addresses'
+    finally: engine.close(); stop(); proxy.close()
