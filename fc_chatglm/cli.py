@@ -66,6 +66,9 @@ def parser() -> argparse.ArgumentParser:
                    '(default: as the upstream says: vLLM\'s max_model_len, llama.cpp\'s n_ctx)')
     p.add_argument('--connector', type=Path, default=Path('connector.json'), help='the manifest to read (default: ./connector.json)')
     p.add_argument('--log-level', default='INFO', choices=['DEBUG', 'INFO', 'WARNING', 'ERROR'])
+    p.add_argument('--exit-with-parent', action='store_true', help='exit as soon as the process that started this one ends '
+                   '(the default when that is PowerShell, which Fantasy Copilot starts a connector through and stops alone); '
+                   'read by the entry point before anything is imported')
     return p
 
 def pack_parser() -> argparse.ArgumentParser:
