@@ -5,12 +5,14 @@
 # %% auto #0
 __all__ = ['FEATURES', 'ENDPOINTS', 'RESERVED', 'LAUNCH_KEYS', 'PYTHONS', 'SETTINGS', 'CHAT_BODY', 'TEXT_BODY', 'BODIES',
            'CheckError', 'folder_problem', 'url_problems', 'manifest_problems', 'feature_problems', 'entry_problems',
-           'read_package', 'launch_argv', 'unpack', 'free_port', 'Launched', 'app_json', 'post_rest', 'reply_problem',
-           'StreamRead', 'read_stream', 'shape_problem', 'Report', 'call_feature', 'run_connector', 'check']
+           'read_package', 'launch_argv', 'unpack', 'free_port', 'pipe_encoding', 'Stopped', 'Launched', 'port_owners',
+           'app_json', 'post_rest', 'reply_problem', 'StreamRead', 'read_stream', 'shape_problem', 'Report',
+           'call_feature', 'run_connector', 'check']
 
 # %% ../nbs/08a_check.ipynb #535a4cc2
 import http.client
 import json
+import locale
 import os
 import re
 import shlex
@@ -26,6 +28,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 from urllib.parse import urlsplit
+
+import psutil
 
 # %% ../nbs/08a_check.ipynb #ff6b0f20
 class CheckError(Exception):
@@ -87,8 +91,12 @@ def manifest_problems(m, # the parsed connector.json
     features = m.get('features')
     if not isinstance(features, list) or not features: out.append('connector.json lists no "features": the app would offer nothing.')
     else: out += feature_problems(features)
-    if not any(isinstance(m.get(k), str) and m[k].strip() for k in LAUNCH_KEYS):
+    launch = next((k for k in LAUNCH_KEYS if isinstance(m.get(k), str) and m[k].strip()), None)
+    if launch is None:
         out.append('connector.json names no launch command (execute_name, script_file or script_command): the app would never start the connector.')
+    elif launch == 'script_command' and '"' in m[launch]:
+        out.append(f'script_command {m[launch]!r} holds a double quote: the app pastes it inside -Command "...", where that quote '
+                   "ends PowerShell's argument early; use single quotes.")
     for key in ('config_path', 'readme', 'script_file'):
         if isinstance(m.get(key), str) and m[key] and m[key].replace('\\', '/') not in names:
             out.append(f'{key} {m[key]!r} is not a file of the package, so the app cannot open it.')
@@ -175,15 +183,23 @@ def _powershell() -> str:
 def launch_argv(m: dict, # the manifest
                 folder: Path, # the unpacked connector folder
                 extra: list[str] = (), # arguments added to the command (check --demo adds --demo)
+                windows: bool = os.name == 'nt', # start a script_command through PowerShell, exactly as the app does
                 ) -> list[str]:
-    "The command the app runs for `m`, with `python` meaning this Python."
+    "The command the app runs for `m`; off Windows, a leading `python` means this Python."
     if m.get('execute_name'):
         exe = folder/m['execute_name']
         return [str(exe) if exe.is_file() else m['execute_name'], *extra]
     if m.get('script_file'): return [_powershell(), '-ExecutionPolicy', 'Bypass', '-File', m['script_file'], *extra]
-    words = shlex.split(m['script_command'], posix=os.name != 'nt')
-    if words and words[0].lower() in PYTHONS: return [sys.executable, *words[1:], *extra]
-    return [_powershell(), '-ExecutionPolicy', 'Bypass', '-Command', ' '.join([m['script_command'], *extra])]
+    command = ' '.join([m['script_command'], *extra])
+    if not windows:
+        words = shlex.split(m['script_command'], posix=os.name != 'nt')
+        if words and words[0].lower() in PYTHONS: return [sys.executable, *words[1:], *extra]
+    return [_powershell(), '-ExecutionPolicy', 'Bypass', '-Command', command]
+
+def _shown(argv: list[str]) -> str:
+    "A launch command as the app writes it: PowerShell's `-Command` in double quotes, this Python as `python`."
+    if argv[1:4] == ['-ExecutionPolicy', 'Bypass', '-Command']: return f'{Path(argv[0]).stem} -ExecutionPolicy Bypass -Command "{argv[4]}"'
+    return shlex.join(['python' if a == sys.executable else a for a in argv])
 
 def unpack(path: Path, # the .fctor
            folder: Path, # <connectors>/<id>
@@ -202,13 +218,28 @@ def free_port(host: str) -> int:
         s.bind((host, 0)); return s.getsockname()[1]
 
 # %% ../nbs/08a_check.ipynb #a6e93fe9
+def pipe_encoding(windows: bool = os.name == 'nt', # whether the child runs on Windows
+                  ) -> str:
+    "How a child writes to a pipe: in the locale's code page on Windows (Python and PowerShell both do), else UTF-8."
+    return locale.getpreferredencoding(False) if windows else 'utf-8'
+
+@dataclass
+class Stopped:
+    "How a launched connector was stopped, and what else had to be killed."
+    code: int  # the exit code of the process started
+    ended: list = field(default_factory=list)  # the port's owners that ended by themselves within a second and a half (a connector ends with its PowerShell)
+    by_port: list = field(default_factory=list)  # the port's owners that outlived it and were killed, as the app kills them
+    left: list = field(default_factory=list)  # its descendants still running after that, which the app would leave behind
+
 class Launched:
     "The connector's process, started as the app starts it, with every line it prints."
     def __init__(self, argv: list[str], # the command
                  folder: Path, # its working folder
+                 encoding: str | None = None, # how its pipes are written (None: `pipe_encoding()`)
                  ):
         env = {k: v for k, v in os.environ.items() if k != 'PYTHONPATH'}  # as on a user's machine: the package comes from the folder
         self.started, self.lines, self.arrived = time.monotonic(), [], threading.Event()
+        self.encoding = encoding or pipe_encoding()
         self.proc = subprocess.Popen(argv, cwd=folder, env=env, stdin=subprocess.DEVNULL,
                                      stdout=subprocess.PIPE, stderr=subprocess.PIPE)
         for pipe in (self.proc.stdout, self.proc.stderr):
@@ -216,7 +247,7 @@ class Launched:
 
     def _read(self, pipe):
         for raw in iter(pipe.readline, b''):
-            self.lines.append(raw.decode('utf-8', 'replace').rstrip('\r\n')); self.arrived.set()
+            self.lines.append(raw.decode(self.encoding, 'replace').rstrip('\r\n')); self.arrived.set()
         pipe.close()
 
     def first_line(self, timeout: float) -> str | None:
@@ -240,10 +271,61 @@ class Launched:
         "Its last lines, for a message."
         return ' | '.join(self.lines[-n:]) if self.lines else '(nothing)'
 
-    def kill(self) -> int:
-        "Stop it as the app does: kill, no warning; return the exit code."
+    def stop(self, port: int | None = None, # base_url's port, whose owners the app kills next
+             spare: set[int] = frozenset(), # pids that held the port before the launch, left alone
+             ) -> Stopped:
+        "Stop it as the app does (kill the process started, then whatever owns `port`), then kill any of its descendants left."
+        try: family = psutil.Process(self.proc.pid).children(recursive=True)  # now: the kill re-parents them
+        except psutil.Error: family = []
         self.proc.kill()
-        return self.proc.wait(30)
+        out = Stopped(self.proc.wait(30))
+        owners = [p for p in port_owners(port) if p.pid not in spare] if port else []
+        left = _survivors(owners, 1.5)  # the time a connector takes to notice that its PowerShell has ended (`09_main`)
+        out.ended, out.by_port = [_name(p) for p in owners if p not in left], _kill(left)
+        out.left = _kill(_survivors([p for p in family if p not in owners], 1))  # a second for a shell between them to exit with its child
+        return out
+
+# %% ../nbs/08a_check.ipynb #4d1208e4
+def port_owners(port: int, # a local port
+                ) -> list[psutil.Process]:
+    "The processes with a socket on local `port`, which the app kills when it stops a connector; never this one."
+    try: pids = {c.pid for c in psutil.net_connections(kind='inet') if c.pid and c.laddr and c.laddr.port == port}
+    except psutil.AccessDenied:  # macOS: only one by one (`connections` before psutil 6)
+        pids = set()
+        for p in psutil.process_iter():
+            try: conns = (p.net_connections if hasattr(p, 'net_connections') else p.connections)(kind='inet')
+            except psutil.Error: continue
+            if any(c.laddr and c.laddr.port == port for c in conns): pids.add(p.pid)
+    out = []
+    for pid in sorted(pids - {os.getpid()}):
+        try: out.append(psutil.Process(pid))
+        except psutil.Error: pass
+    return out
+
+def _alive(p: psutil.Process) -> bool:
+    "Whether `p` still runs (a zombie does not: where nothing reaps orphans, the dead stay listed)."
+    try: return p.is_running() and p.status() != psutil.STATUS_ZOMBIE
+    except psutil.Error: return False
+
+def _survivors(procs: list[psutil.Process], timeout: float) -> list[psutil.Process]:
+    "Those of `procs` still running after up to `timeout` seconds."
+    deadline = time.monotonic() + timeout
+    while (alive := [p for p in procs if _alive(p)]) and time.monotonic() < deadline: time.sleep(0.05)
+    return alive
+
+def _name(p: psutil.Process) -> str:
+    "A process for a report: its name and pid."
+    try: return f'{p.name()} (pid {p.pid})'
+    except psutil.Error: return f'pid {p.pid}'
+
+def _kill(procs: list[psutil.Process]) -> list[str]:
+    "Kill `procs` and wait until they are gone; each one's name and pid."
+    names = []
+    for p in procs:
+        try: names.append(_name(p)); p.kill()
+        except psutil.Error: pass
+    _survivors(procs, 10)
+    return names
 
 # %% ../nbs/08a_check.ipynb #26c12b94
 SETTINGS = {'temperature': 0.4, 'maxResponseTokens': 32, 'topP': 0, 'frequencyPenalty': 0, 'presencePenalty': 0}
@@ -397,8 +479,8 @@ def call_feature(base: str, feature: dict, r: Report, wait: float):
     else: r.ok(f'{kind}-stream-cancel POST {cancel} (no body): the stream ended {s.ended_in:.2f} s later, after {s.lines} lines')
 
 # %% ../nbs/08a_check.ipynb #001b8e52
-def run_connector(path: Path, m: dict, r: Report, demo: bool, keep_port: bool, wait: float):
-    "Unpack, launch, call every endpoint and kill, as the app does; report each step."
+def run_connector(path: Path, m: dict, r: Report, demo: bool, keep_port: bool, wait: float, windows: bool):
+    "Unpack, launch, call every endpoint and stop, as the app does; report each step."
     with tempfile.TemporaryDirectory(prefix='fctor-check-', ignore_cleanup_errors=True) as tmp:
         folder = Path(tmp)/'connectors'/m['id']
         try: unpack(path, folder)
@@ -410,16 +492,31 @@ def run_connector(path: Path, m: dict, r: Report, demo: bool, keep_port: bool, w
             manifest = json.loads((folder/'connector.json').read_text(encoding='utf-8-sig'))
             (folder/'connector.json').write_text(json.dumps({**manifest, 'base_url': base}, indent=2), encoding='utf-8')
             r.note(f'checking on {base} instead of {m["base_url"]} (written into the unpacked connector.json; --keep-port keeps it)')
-        try: argv = launch_argv(m, folder, ['--demo'] if demo else [])
+        try: argv = launch_argv(m, folder, ['--demo'] if demo else [], windows)
         except CheckError as e: return r.fail(str(e))
-        shown = shlex.join(['python' if a == sys.executable else a for a in argv])
-        try: p = Launched(argv, folder)
-        except OSError as e: return r.fail(f'The launch command {shown!r} cannot start: {e}.')
-        try: _run(p, base, m, r, shown, wait)
-        finally:
-            running = p.proc.poll() is None
-            code = p.kill()
-            if running: r.ok(f'stopped by a kill, as the app stops it (exit code {code})')
+        shell = argv[1:3] == ['-ExecutionPolicy', 'Bypass']
+        if shell: r.note('started through PowerShell, as the app starts it: the profile runs first, and "python" is whichever one PowerShell finds')
+        port = urlsplit(base).port
+        spare = {p.pid for p in port_owners(port)}  # whatever held the port already is not the connector's
+        try: p = Launched(argv, folder, pipe_encoding(windows))
+        except OSError as e: return r.fail(f'The launch command {_shown(argv)!r} cannot start: {e}.')
+        try: _run(p, base, m, r, _shown(argv), wait)
+        finally: _stop(p, port, spare, shell, r)
+
+def _stop(p: Launched, port: int | None, spare: set[int], shell: bool, r: Report):
+    "Stop the connector as the app does, kill what the app would leave, and report both."
+    running = p.proc.poll() is None
+    s = p.stop(port, spare)
+    if running: r.ok(f'stopped by a kill, as the app stops it (exit code {s.code})')
+    if s.ended: r.ok(f'the connector, {", ".join(s.ended)}, ended by itself with the process the app kills, freeing the port')
+    if s.by_port:
+        who = f'the connector, {", ".join(s.by_port)},'
+        r.note(f'{who} outlived its PowerShell (as it does when the app stops it) and was stopped by its port, as the app does' if shell else
+               f'{who} outlived the process started and was stopped by its port {port}, as the app does')
+    if s.left:
+        one = len(s.left) == 1
+        r.warn(f'{", ".join(s.left)} outlived the connector and {"was" if one else "were"} killed here: the app kills only the process '
+               f"it starts and the port's owner, so on a user's machine {'it' if one else 'they'} would keep running")
 
 def _run(p: Launched, base: str, m: dict, r: Report, shown: str, wait: float):
     first = p.first_line(wait)
@@ -442,6 +539,7 @@ def check(path: Path, # the .fctor file
           keep_port: bool = False, # check on base_url's own port instead of a free one
           wait: float = 300, # seconds allowed for the first line, the port and the model's loading
           say: Callable[[str], None] = print, # where the report's lines go
+          windows: bool = os.name == 'nt', # start a script_command through PowerShell, exactly as the app does
           ) -> Report:
     "Check a .fctor as Fantasy Copilot would use it: its entries, its manifest, then the connector itself."
     r, t0 = Report(say), time.monotonic()
@@ -454,7 +552,7 @@ def check(path: Path, # the .fctor file
         r.ok(f'{len(names)} entries, none outside the connector folder; connector.json at the root')
         r.ok(f'manifest: id {m["id"]!r}, base_url {m["base_url"]}, features {", ".join(f["type"] for f in m["features"])}; '
              f'launched by {launch} {m[launch]!r}')
-        run_connector(Path(path), m, r, demo, keep_port, wait)
+        run_connector(Path(path), m, r, demo, keep_port, wait, windows)
     n, w = len(r.failures), len(r.warnings)
     warned = f', {w} warning{"s" * (w > 1)}' if w else ''
     r.say(f'{path}: ' + (f'passed, {r.passed} checks{warned} in {time.monotonic() - t0:.1f} s' if not n else
