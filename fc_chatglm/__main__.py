@@ -233,6 +233,10 @@ class RescueServer(ThreadingHTTPServer):
     daemon_threads, allow_reuse_address = True, os.name != 'nt'  # on Windows reuse would let two servers share a port
     guard: Guard = Guard()
 
+    def server_bind(self):
+        if self.server_address[0] == '::': self.socket.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)  # IPv4 too, as `open_socket`
+        super().server_bind()
+
     def server_activate(self):
         self.open, self.count = 0, threading.Lock()
         super().server_activate()
