@@ -1,5 +1,6 @@
 "Packaging for fc_chatglm: every field comes from `settings.ini`, nbdev's single source of project facts."
 from configparser import ConfigParser
+import ast
 from pathlib import Path
 import shutil
 import setuptools
@@ -16,10 +17,16 @@ requirements = cfg.get('requirements', '').split()
 dev_requirements = cfg.get('dev_requirements', '').split()
 readme = Path(__file__).parent/'README.md'
 
+def shipped() -> tuple:
+    "launch.SHIPPED, read from the module's source: importing the package would need its requirements at build time."
+    tree = ast.parse((Path(__file__).parent/cfg['lib_path']/'launch.py').read_text(encoding='utf-8'))
+    return next(ast.literal_eval(n.value) for n in tree.body if isinstance(n, ast.Assign)
+                and any(isinstance(t, ast.Name) and t.id == 'SHIPPED' for t in n.targets))
+
 # What `fc_chatglm pack` puts beside the modules in a .fctor. The files at the project's root are the
 # one source: every build copies them into the package (fc_chatglm/connector/), so that pack works
-# from any install (nbs/08_launch.ipynb, "The .fctor package"). Keep in step with launch.SHIPPED.
-SHIPPED = ('connector.json', 'config.json', 'requirements.txt', 'README.md', 'model/README.md')
+# from any install (nbs/08_launch.ipynb, "The .fctor package").
+SHIPPED = shipped()
 
 class BuildWithConnector(build_py):
     "build_py, plus a copy of the connector's files into the built package."

@@ -1,30 +1,17 @@
-"""The connector's memory when a large body is posted to /chat (issue 15: a 19 MB valid request took the
-process from 0.6 to 1.1 GB, and a 50 MB body was read whole). Starts `python -m fc_chatglm --demo` and prints
-its resident memory before and at the peak of each request, sampled every 10 ms.
+"""The connector's memory when a large body is posted to /chat: 50 MB past the byte limit (chunked, and with its
+Content-Length) and valid requests of several MB. Starts `python -m fc_chatglm --demo` and prints its resident memory
+before and at the peak of each request, sampled every 10 ms (`peak_during` in `fc_chatglm.testing`).
 
     python benchmarks/bench_body.py [--project PATH]   # PATH: another checkout to measure; about 10 s on a 2-core CPU
 """
 import argparse
 import json
-import os
 import socket
-import subprocess
 import sys
-import threading
-import time
 from pathlib import Path
 
-import httpx
-import psutil
-
-
-def start(project: Path) -> tuple[subprocess.Popen, str]:
-    env = {**os.environ, 'PYTHONUNBUFFERED': '1', 'PYTHONPATH': str(project)}
-    p = subprocess.Popen([sys.executable, '-m', 'fc_chatglm', '--port', '0', '--demo', '--embedding', 'off'], cwd=project,
-                         env=env, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
-    for line in p.stdout:
-        if 'listening on ' in line: return p, line.split('listening on ')[1].split()[0]
-    raise RuntimeError(f'the connector exited with {p.wait()}')
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from fc_chatglm.testing import peak_during, start_connector, wait_ready  # noqa: E402
 
 
 def post(base: str, path: str, data: bytes, chunked: bool, piece: int = 65536) -> str:
@@ -47,25 +34,13 @@ def post(base: str, path: str, data: bytes, chunked: bool, piece: int = 65536) -
     return raw.partition(b'\r\n\r\n')[2][:100].decode('ascii', 'replace')
 
 
-def peak_rss(pid: int, work) -> tuple[int, int, object]:
-    "RSS before `work()`, its peak while it runs, and its result."
-    proc, peak, done = psutil.Process(pid), [0], threading.Event()
-    def sample():
-        while not done.is_set(): peak[0] = max(peak[0], proc.memory_info().rss); time.sleep(0.01)
-    before = proc.memory_info().rss
-    t = threading.Thread(target=sample); t.start()
-    try: result = work()
-    finally: done.set(); t.join()
-    return before, max(peak[0], proc.memory_info().rss), result
-
-
 def main():
     a = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     a.add_argument('--project', type=Path, default=Path(__file__).resolve().parent.parent)
     a = a.parse_args()
-    p, base = start(a.project)
+    p, base = start_connector('--demo', '--embedding', 'off', project=a.project)
     try:
-        while httpx.get(base + '/health').json()['status'] != 'ready': time.sleep(0.1)
+        wait_ready(base, proc=p)
         junk = b' ' * 50_000_000
         def valid(entries: int) -> bytes:  # a conversation as the app sends it: every Chinese character \u-escaped
             turns = [{'role': 'user' if i % 2 == 0 else 'assistant', 'content': '长城' * 650} for i in range(entries)]
@@ -75,7 +50,7 @@ def main():
                   for n in (1000, 2400) for v in [valid(n)]]
         print(f'{"request to /chat":<62} {"RSS before":>11} {"peak":>9}  reply')
         for name, data, chunked in cases:
-            before, peak, reply = peak_rss(p.pid, lambda: post(base, '/chat', data, chunked))
+            before, peak, reply = peak_during(lambda: post(base, '/chat', data, chunked), p.pid, sampled=True)
             print(f'{name:<62} {before / 2**20:>8.0f} MB {peak / 2**20:>6.0f} MB  {reply[:60]}')
     finally:
         p.kill(); p.wait()

@@ -65,17 +65,6 @@ FULL_LAYERS = 28  # ChatGLM2-6B
 
 # ---- the connector, in a child process (`--child`): prints one JSON line
 
-def peak_rss() -> int:
-    "This process's peak resident memory in bytes (Linux/macOS: getrusage; Windows: the peak working set)."
-    try:
-        import resource
-        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-        return peak if sys.platform == 'darwin' else peak * 1024
-    except ImportError:
-        import psutil
-        return psutil.Process().memory_info().peak_wset
-
-
 def prompt_text(count_ids, n: int) -> str:
     "A text from the demo corpus that `count_ids` turns into `n` prompt tokens (or the fewest above `n`)."
     from fc_chatglm.demo import DEMO_CORPUS
@@ -95,6 +84,7 @@ def child(a):
     torch.set_num_threads(a.threads)
     from fc_chatglm.load import LoadOptions, load_engine
     from fc_chatglm.schemas import TextRequest
+    from fc_chatglm.testing import peak_rss
     import psutil
     t0 = time.perf_counter()
     engine = load_engine(LoadOptions(model=Path(a.child), device='cpu', decode=a.decode, **MODES.get(a.dtype, dict(dtype=a.dtype))))
@@ -132,20 +122,15 @@ def connector(folder: Path, dtype: str, a, ids: int = 0) -> dict:
 # ---- llama.cpp
 
 def measured(cmd: list[str]) -> tuple[str, str, int]:
-    "Run `cmd`; return its stdout, stderr and peak RSS in bytes (GNU time where there is one, else psutil polling)."
+    "Run `cmd`; return its stdout, stderr and peak RSS in bytes (GNU time where there is one, else sampled)."
     if Path('/usr/bin/time').exists():
         r = subprocess.run(['/usr/bin/time', '-v', *cmd], capture_output=True, text=True, errors='replace')
         m = re.search(r'Maximum resident set size \(kbytes\): (\d+)', r.stderr)
         if r.returncode: raise RuntimeError(f'{Path(cmd[0]).name} failed ({r.returncode}):\n{r.stderr[-3000:]}')
         return r.stdout, r.stderr, int(m.group(1)) * 1024 if m else 0
-    import psutil
+    from fc_chatglm.testing import peak_during
     p = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, errors='replace')
-    ps, peak = psutil.Process(p.pid), 0
-    while p.poll() is None:
-        try: peak = max(peak, ps.memory_info().rss)
-        except psutil.Error: pass
-        time.sleep(0.02)
-    out, err = p.communicate()
+    _, peak, (out, err) = peak_during(p.communicate, p.pid, sampled=True)  # the kernel's own peak is gone once it exits
     if p.returncode: raise RuntimeError(f'{Path(cmd[0]).name} failed ({p.returncode}):\n{err[-3000:]}')
     return out, err, peak
 

@@ -10,7 +10,7 @@ as the app asks by default (temperature 0.4, here with topP 0.9), both sides see
 - `compiled`: both compiled over one static cache (`--decode compile`: `generate` gets the static
   cache and transformers' compile config, the loop gets `Decoder(mode='compile')`). Each measurement is a pair
 run back to back, several pairs interleaved, so the machine's noise hits both sides alike; the
-ratio of the medians is the figure. The loop is the engine's own, `Decoder.reply` (`04a_decode`), with
+ratio of the medians is the figure. The loop is the engine's own, `Decoder.reply` (`04d_decode`), with
 a `Sampler`; only the text decoding is left out, as `generate` has none. It also checks that both
 produce the same tokens and, on CUDA, counts the host-device synchronisations of each call
 (`torch.cuda.set_sync_debug_mode`). Prints a table; asserts nothing about time.
@@ -29,7 +29,8 @@ from transformers import CompileConfig, StaticCache
 
 from fc_chatglm.chatglm2 import CHATGLM2_6B_CONFIG, random_chatglm2
 from fc_chatglm.demo import load_demo
-from fc_chatglm.decode import Decoder, Sampler, capture_cuda_graph, prepare_decoding
+from fc_chatglm.decode import Decoder, capture_cuda_graph, prepare_decoding
+from fc_chatglm.sampling import Sampler
 from fc_chatglm.speedups import prepare
 from fc_chatglm.testing import trace_capture
 from fc_chatglm.schemas import GenerationParams, Settings

@@ -16,7 +16,7 @@ import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from fc_chatglm.embed import load_embedder  # noqa: E402
-from fc_chatglm.testing import app_stream, start_connector  # noqa: E402
+from fc_chatglm.testing import app_stream, start_connector, wait_ready  # noqa: E402
 
 from common import median_ms as ms  # noqa: E402
 
@@ -39,7 +39,7 @@ def main(rounds: int):
     try:
         with httpx.Client(timeout=120) as client:
             post(client, base, SHORT)  # loads the model on the server
-            while httpx.get(base + '/health').json()['status'] != 'ready': time.sleep(0.1)
+            wait_ready(base, proc=proc)
             print(f'{emb.name}: {emb.dimensions} dimensions, windows of {emb.size} tokens; '
                   f'long text: {len(emb.model.tokenizer(LONG, add_special_tokens=False, verbose=False)["input_ids"])} tokens')
             for name, text in (('short', SHORT), ('long', LONG)):

@@ -1,6 +1,6 @@
 #!/usr/bin/env python
 """Half precision on a CPU: a prompt and one token through layers of the 6B model, in float32, in
-bfloat16 and float16 as PyTorch multiplies them, and with `PromptUpcastLinear` (`03a_speedups`), in one run.
+bfloat16 and float16 as PyTorch multiplies them, and with `PromptUpcastLinear` (`03d_speedups`), in one run.
 
 A CPU without the instructions for half-precision matrices (most laptops and desktops: AVX2, no
 AVX-512 or AMX) multiplies them through a slow fallback; the loader then swaps in
@@ -21,7 +21,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # import fc_chatgl
 import torch
 
 from fc_chatglm.chatglm2 import CHATGLM2_6B_CONFIG, random_chatglm2
-from fc_chatglm.speedups import native_half, prepare
+from fc_chatglm.quantize import native_half
+from fc_chatglm.speedups import prepare
 
 from common import timed
 

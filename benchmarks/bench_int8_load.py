@@ -3,8 +3,8 @@
 
 Loads the random ChatGLM2 checkpoints of the 6B's width that `bench_cpu_vs_llamacpp.py` writes (float32 safetensors in
 two shards, 2 and 4 layers, in `~/.cache/fc_chatglm/bench`; written here if missing) with `load_engine(device='cpu',
-quantize='8bit')`, each in a fresh process, and prints its peak resident memory while loading (Linux: VmHWM counted from
-just before loading; elsewhere the process's own peak, which includes importing torch), its resident memory once loaded,
+quantize='8bit')`, each in a fresh process, and prints its peak resident memory while loading (`peak_during`: Linux's VmHWM
+counted from just before loading; elsewhere sampled every 10 ms while loading), its resident memory once loaded,
 the largest shard, and one generated token as proof the model runs. Then the fit per layer, and the full ChatGLM2-6B
 (28 layers) from it: loaded memory, and the peak as that plus one published shard (the seven fp16 shards of
 ChatGLM2-6B are at most 1.98 GB).
@@ -14,7 +14,7 @@ ChatGLM2-6B are at most 1.98 GB).
 
 It asserts nothing: it prints figures.
 """
-import argparse, json, os, re, subprocess, sys, time
+import argparse, json, os, subprocess, sys, time
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
@@ -28,20 +28,11 @@ def child(folder: Path, dtype: str) -> None:
     import torch
     from fc_chatglm.load import LoadOptions, load_engine
     from fc_chatglm.schemas import TextRequest
-    status = Path('/proc/self/status')
-    def rss(key: str) -> int:
-        if status.exists(): return int(re.search(rf'{key}:\s+(\d+) kB', status.read_text()).group(1)) * 1024
-        import psutil
-        info = psutil.Process().memory_info()
-        if key == 'VmRSS': return info.rss
-        try:
-            import resource
-            return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * (1 if sys.platform == 'darwin' else 1024)
-        except ImportError: return info.peak_wset
-    if status.exists(): Path('/proc/self/clear_refs').write_text('5')  # the peak counts from here, not from importing torch
-    before, t0 = rss('VmRSS'), time.perf_counter()
-    engine = load_engine(LoadOptions(model=folder, device='cpu', dtype=dtype, quantize='8bit'))
-    load_s, peak, loaded = time.perf_counter() - t0, rss('VmHWM'), rss('VmRSS')
+    from fc_chatglm.testing import peak_during
+    import psutil
+    t0 = time.perf_counter()  # the peak counts from here, not from importing torch (where the system allows: Linux)
+    before, peak, engine = peak_during(lambda: load_engine(LoadOptions(model=folder, device='cpu', dtype=dtype, quantize='8bit')))
+    load_s, loaded = time.perf_counter() - t0, psutil.Process().memory_info().rss
     size = sum(t.numel() * t.element_size() for t in [*engine.model.parameters(), *engine.model.buffers()])
     out = engine.generate(TextRequest(message='Hello', settings={'temperature': 0, 'maxResponseTokens': 1}))
     print('RESULT ' + json.dumps(dict(before=before, peak=peak, loaded=loaded, size=size, load_s=load_s, tokens=out.tokens,

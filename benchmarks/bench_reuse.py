@@ -3,7 +3,7 @@
 against the same request from an empty cache, on the same engine, in one run.
 
 The app sends the whole conversation with every message; the engine keeps the last request's
-cache and runs only the part of the prompt it does not hold (`04a_decode`). Each round here runs
+cache and runs only the part of the prompt it does not hold (`04d_decode`). Each round here runs
 the new message twice, back to back: first as it comes (the cache holds the previous round), then
 again after `engine.decoder.end()` has dropped the cache (the whole prompt runs). Both give the same
 greedy reply, which goes into the history of the next round. Prints a table; asserts nothing about

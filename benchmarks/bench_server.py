@@ -16,7 +16,7 @@ from pathlib import Path
 import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from fc_chatglm.testing import app_stream, start_connector  # noqa: E402
+from fc_chatglm.testing import app_stream, start_connector, wait_ready  # noqa: E402
 from fc_chatglm.load import LoadOptions, load_engine  # noqa: E402
 from fc_chatglm.schemas import ChatRequest  # noqa: E402
 
@@ -91,7 +91,7 @@ def main():
     a = ap.parse_args()
     proc, base = start_connector('--demo')
     try:
-        while httpx.get(base + '/health').json()['status'] != 'ready': time.sleep(0.1)
+        wait_ready(base, proc=proc)
         local, remote, step = speed_pairs(base, a.tokens, a.rounds)
         cancels = cancel_latency(base, 5)
         lat = sorted(health_under_load(base, 4, 400))

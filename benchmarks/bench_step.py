@@ -6,8 +6,8 @@ one-token step over a static cache (`Decoder(model, 'graph')`, as the engine doe
 then makes one change at a time to the same model and measures again:
 
 1. PyTorch's SDPA attention, transformers' eight-step RMSNorm and attention module;
-2. `grouped_attention` (`04a_decode`) for the one query token;
-3. and `FusedRMSNorm` (`03a_speedups`);
+2. `grouped_attention` (`04c_graphs`) for the one query token;
+3. and `FusedRMSNorm` (`03d_speedups`);
 4. and `FusedGlmAttention` with `InterleavedRotary`: one q/k/v product, the rotation in place
    (what `prepare` gives a loaded ChatGLM2, so what the engine runs);
 5. the last again, to show the drift of the machine.

@@ -1,4 +1,4 @@
-"""Benchmark of the upstream engine (nbs/07b_upstream.ipynb) against llm-katan's echo server on loopback: a 256-token
+"""Benchmark of the upstream engine (nbs/07c_upstream.ipynb) against llm-katan's echo server on loopback: a 256-token
 stream's tokens/s through the connector (the app's chat-stream, and the connector's own /v1) against the same stream
 straight from the upstream, the time the connector adds to the first token, and 16 streams at once through it.
 
@@ -37,7 +37,7 @@ import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from fc_chatglm.launch import PROJECT  # noqa: E402
-from fc_chatglm.testing import start_connector  # noqa: E402
+from fc_chatglm.testing import start_connector, wait_ready  # noqa: E402
 
 KEY = 'bench'
 CHARS = 4  # llm-katan's echo backend streams 4 characters per chunk
@@ -181,11 +181,7 @@ def main():
     conn, base = start_connector(cwd=folder)
     relay = None
     try:
-        while True:  # the socket may not listen yet when the connector prints its address
-            try:
-                if httpx.get(base + '/health').json()['status'] == 'ready': break
-            except httpx.TransportError: pass
-            time.sleep(0.1)
+        wait_ready(base, proc=conn)
         if a.upstream: return sweep(url, base, a.model, extra, [int(x) for x in a.sweep.split(',')], a.tokens)
         text, short = message(a.tokens), message(34)
         relay, relayed = start_relay(url)

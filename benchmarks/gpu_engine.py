@@ -23,17 +23,17 @@ import torch, transformers
 
 from fc_chatglm.chatglm2 import CHATGLM2_6B_CONFIG, random_chatglm2, save_chatglm2
 from fc_chatglm.chatglm2 import dequantize_int4, unpack_int4
-from fc_chatglm.speedups import Int4Linear
+from fc_chatglm.quantize import Int4Linear
 from fc_chatglm.demo import DEMO_CORPUS
 from fc_chatglm.decode import Decoder
 from fc_chatglm.load import LoadOptions, load_engine
 from fc_chatglm.schemas import TextRequest
+from fc_chatglm.testing import tiny_chatglm2
 from fc_chatglm.tokenizer import train_sentencepiece
 
 from common import memory_gb, print_table, reset_peak, sync
 
-SMALL = {**CHATGLM2_6B_CONFIG, 'num_layers': 2, 'hidden_size': 64, 'num_attention_heads': 4, 'kv_channels': 16,
-         'ffn_hidden_size': 128, 'padded_vocab_size': 1024, 'seq_length': 2048}
+SMALL = tiny_chatglm2(vocab_size=1024, window=2048)
 
 
 def cuda(dev): return dev.startswith('cuda')

@@ -33,7 +33,7 @@ fi
 nvidia-smi --query-gpu=name,memory.total --format=csv,noheader
 LOG=$(mktemp /tmp/vllm.XXXXXX.log)
 python -m vllm.entrypoints.openai.api_server --model "$MODEL" --served-model-name "$NAME" --trust-remote-code \
-    --chat-template benchmarks/chatglm2.jinja --dtype float16 --tensor-parallel-size "$TP" --max-num-seqs 64 \
+    --chat-template deploy/chatglm2.jinja --dtype float16 --tensor-parallel-size "$TP" --max-num-seqs 64 \
     --host 127.0.0.1 --port "$PORT" --api-key "$KEY" > "$LOG" 2>&1 &
 VLLM=$!
 trap 'kill "$VLLM" 2> /dev/null; wait "$VLLM" 2> /dev/null' EXIT

@@ -157,7 +157,7 @@ def show(label: str, model, r: dict):
 def demo_fixed_cost(cache: Path, tokens: int, decode: str = 'auto'):
     "The demo model's cost per new token: the whole loop, the model's step alone, the sampler alone, the text stream alone."
     import bench_cpu_vs_llamacpp as bench
-    from fc_chatglm.decode import Sampler
+    from fc_chatglm.sampling import Sampler
     from fc_chatglm.engine import TextStream
     from fc_chatglm.load import LoadOptions, load_engine
     from fc_chatglm.schemas import GenerationParams, TextRequest

@@ -262,7 +262,7 @@ def load_chatglm2(
     device: str | torch.device = 'cpu',  # where the model runs
     dtype: torch.dtype = torch.float32,  # the compute dtype
     progress: Callable[[int, int], None] | None = None,  # called with (shards done, shards in all) after each shard
-    int4_layers: Callable[[GlmForCausalLM], None] | None = None,  # swaps a meta model's linear layers for ones that keep int4 weights packed (`03a_speedups`); None: dequantize them
+    int4_layers: Callable[[GlmForCausalLM], None] | None = None,  # swaps a meta model's linear layers for ones that keep int4 weights packed (`03c_quantize`); None: dequantize them
     layers: Callable[[GlmForCausalLM], None] | None = None,  # swaps a meta model's modules for ones that convert each weight as it is placed (8-bit: `03c_quantize`), for any checkpoint
     chatglm3: bool | None = None,  # whether the folder holds ChatGLM3 (needed only to read a `rope_ratio`, see `glm_config`)
 ) -> GlmForCausalLM:
@@ -308,7 +308,7 @@ def chatglm2_config(
 # %% ../nbs/03_chatglm2.ipynb #050b3f86
 def _linear(mod: nn.Module, int4: bool) -> dict[str, Tensor]:
     "A linear module's weight as stored: {'weight'} in float, or {'weight', 'weight_scale'} int4-packed."
-    if hasattr(mod, 'weight_scale'):  # a layer that keeps int4 weights packed (`Int4Linear`, 03a_speedups)
+    if hasattr(mod, 'weight_scale'):  # a layer that keeps int4 weights packed (`Int4Linear`, 03c_quantize)
         if mod.weight is None: raise ValueError('int4 weights repacked for the CUDA int4 kernel cannot be written: write the model before `prepare` (or `tile_int4`) repacks them')
         if int4: return {'weight': mod.weight, 'weight_scale': mod.weight_scale}
         return {'weight': dequantize_int4(mod.weight, mod.weight_scale, torch.float32)}
@@ -320,7 +320,7 @@ def _linear(mod: nn.Module, int4: bool) -> dict[str, Tensor]:
 def _chatglm2_layer(layer: nn.Module, i: int, config: GlmConfig, int4: bool) -> dict[str, Tensor]:
     "One decoder layer's tensors under their ChatGLM2 names."
     a, m, pre = layer.self_attn, layer.mlp, f'{_LAYER}{i}.'
-    if hasattr(a, 'qkv_proj'):  # the fused attention of 03a_speedups: one module, [q | k | v] rows
+    if hasattr(a, 'qkv_proj'):  # the fused attention of 03d_speedups: one module, [q | k | v] rows
         H, G, d = config.num_attention_heads, config.num_key_value_heads, config.head_dim
         split = lambda t: t.split([H * d, G * d, G * d])
         qkv = {s: split(t) for s, t in _linear(a.qkv_proj, int4).items()}

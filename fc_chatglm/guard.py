@@ -4,7 +4,7 @@
 
 # %% auto #0
 __all__ = ['CONFIG_KEYS', 'OPENAI_TYPES', 'Guard', 'is_loopback', 'read_guard', 'bind_problem', 'split_host', 'host_allowed',
-           'origin_allowed', 'cors_headers', 'Answer', 'key_matches', 'check', 'send_answer', 'body_late',
+           'origin_allowed', 'cors_headers', 'Answer', 'key_matches', 'screen', 'send_answer', 'body_late',
            'GuardMiddleware', 'raw_answer', 'too_many', 'headers_late', 'protocol']
 
 # %% ../nbs/06b_guard.ipynb #b8f4fae1
@@ -136,7 +136,7 @@ def key_matches(authorization: Optional[str], key: str) -> bool:
     return scheme.lower() == 'bearer' and hmac.compare_digest(token.strip().encode('utf-8'), key.encode('utf-8'))
 
 # %% ../nbs/06b_guard.ipynb #bbf1ca9a
-def check(method: str, # the request's method
+def screen(method: str, # the request's method
           path: str, # its path (every path is guarded alike)
           headers: Iterable[Tuple[str, str]], # its headers, as (name, value) pairs, names in any case
           guard: Guard, # the settings
@@ -182,7 +182,7 @@ def body_late(guard: Guard) -> Answer:
 
 # %% ../nbs/06b_guard.ipynb #4523186f
 class GuardMiddleware:
-    "A pure ASGI middleware: `check` on every request, CORS headers for a listed origin, and a time limit on the body."
+    "A pure ASGI middleware: `screen` on every request, CORS headers for a listed origin, and a time limit on the body."
     def __init__(self, app, # the ASGI app to guard
                  guard: Guard = Guard()):
         self.app, self.guard = app, guard
@@ -191,7 +191,7 @@ class GuardMiddleware:
         if scope['type'] not in ('http', 'websocket'): return await self.app(scope, receive, send)
         headers = [(k.decode('latin-1'), v.decode('latin-1')) for k, v in scope.get('headers', [])]
         port = (scope.get('server') or (None, None))[1] or 80
-        answer = check(scope.get('method', 'GET'), scope.get('path', ''), headers, self.guard, port)
+        answer = screen(scope.get('method', 'GET'), scope.get('path', ''), headers, self.guard, port)
         if answer and scope['type'] == 'websocket': return await send({'type': 'websocket.close', 'code': 1008})
         openai = scope.get('path', '').startswith('/v1/')  # the OpenAI API's routes (`07a_openai_api`): its error shape
         if answer: return await send_answer(send, answer, close=answer.status != 204, openai=openai)

@@ -4,8 +4,8 @@
 
 # %% auto #0
 __all__ = ['log', 'DTYPES', 'FREE_SHARE', 'DEMO_PREFIX', 'resolve_device', 'resolve_dtype', 'half_dtype', 'resolve_decode',
-           'half_cpu_note', 'free_memory', 'cpu_auto_dtype', 'load_dtype', 'memory_error', 'gpu_memory', 'weight_bytes',
-           'gpu_fit_problem', 'TemplateFormat', 'load_hf', 'LoadOptions', 'demo_files', 'load_engine']
+           'half_cpu_note', 'free_memory', 'cpu_auto_dtype', 'load_dtype', 'load_memory_error', 'gpu_memory',
+           'weight_bytes', 'gpu_fit_problem', 'TemplateFormat', 'load_hf', 'LoadOptions', 'demo_files', 'load_engine']
 
 # %% ../nbs/06_load.ipynb #8d371fcf
 import logging
@@ -28,8 +28,9 @@ from .engine import ChatFormat, GLM3Format, GLMFormat, TransformersEngine, out_o
 from .folder import WEIGHT_INDEXES, ModelFolder, index_shards
 from .history import Conversation
 from .schemas import UserError
-from .quantize import int4_cpu, int4_cpu_refusal, int8_dtype, int8_kernel_refusal, int8_layers, int8_linears, load_quantize
-from .speedups import int4_layers, native_half, prepare
+from .quantize import (int4_cpu, int4_cpu_refusal, int4_layers, int8_dtype, int8_kernel_refusal, int8_layers, int8_linears,
+                                 load_quantize, native_half)
+from .speedups import prepare
 from .tokenizer import ChatGLMTokenizer
 
 log = logging.getLogger('fc_chatglm')
@@ -51,10 +52,10 @@ def resolve_device(device: str = 'auto') -> str:
 def resolve_dtype(dtype: str, # auto, float16, bfloat16 or float32
                   device: str, # a resolved device
                   prefer: torch.dtype = torch.float16, # the GPU dtype `auto` picks
-                  ) -> torch.dtype:
-    "The torch dtype for `dtype` on `device`."
+                  ) -> torch.dtype | None:
+    "The torch dtype for `dtype` on `device`; None for `auto` on a CPU, which depends on the model (`cpu_auto_dtype`)."
     if dtype == 'auto':
-        if device == 'cpu': return torch.float32
+        if device == 'cpu': return None
         return torch.bfloat16 if prefer == torch.bfloat16 and torch.cuda.is_bf16_supported() else torch.float16
     if dtype not in DTYPES: raise UserError(f'Unknown dtype {dtype!r}: use auto, {", ".join(DTYPES)}.')
     return DTYPES[dtype]
@@ -111,15 +112,14 @@ def load_dtype(asked: str, # the dtype option: auto, float16, bfloat16 or float3
                free: Callable[[], int | None] = free_memory, # bytes of memory free now
                ) -> torch.dtype:
     "The dtype to load `folder` in on `device`: `auto` on a CPU fits the free memory, and the log says why."
-    dtype = resolve_dtype(asked, device, half_dtype(folder.kind))
-    if asked != 'auto' or device != 'cpu': return dtype
+    if (dtype := resolve_dtype(asked, device, half_dtype(folder.kind))) is not None: return dtype
     try: dtype, why = cpu_auto_dtype(folder.parameter_count, folder.kind, free())
-    except Exception: why = None  # a config we cannot count: float32, and the out-of-memory message if it comes to that
+    except Exception: dtype, why = torch.float32, None  # a config we cannot count: float32, and the out-of-memory message if it comes to that
     if why: log.warning(why)
     return dtype
 
 # %% ../nbs/06_load.ipynb #e3de6ca3
-def memory_error(e: BaseException, # what loading raised (`out_of_memory(e)` holds)
+def load_memory_error(e: BaseException, # what loading raised (`out_of_memory(e)` holds)
                  folder: ModelFolder, device: str, dtype: torch.dtype, # what was being loaded, how and where
                  ) -> UserError:
     "Running out of memory while loading, as a message with the choices a user has."
@@ -220,7 +220,7 @@ class LoadOptions:
     device: str = 'auto'  # auto, cuda, cuda:N or cpu
     dtype: str = 'auto'  # auto, float16, bfloat16 or float32
     quantize: str | None = None  # auto, 8bit or 4bit: quantize while loading (a CPU: 8bit, `03c_quantize`; CUDA: bitsandbytes)
-    decode: str = 'auto'  # auto, eager, direct, graph or compile: how a decoding step runs (`04a_decode`)
+    decode: str = 'auto'  # auto, eager, direct, graph or compile: how a decoding step runs (`04d_decode`)
     context: int = 4096  # with graph or compile: the static cache's length; longer requests run eagerly
     demo_dir: Path | None = None  # where the demo's files go (a temporary folder if None)
 
@@ -279,7 +279,7 @@ def _load_folder(opts: LoadOptions, device: str, progress) -> tuple[torch.nn.Mod
     except (UnsupportedCheckpoint, FileNotFoundError, ValueError) as e:
         raise UserError(f'{opts.model} cannot be loaded: {e}') from None
     except Exception as e:
-        if out_of_memory(e): raise memory_error(e, folder, device, dtype) from None
+        if out_of_memory(e): raise load_memory_error(e, folder, device, dtype) from None
         raise
 
 # %% ../nbs/06_load.ipynb #5e9831cd

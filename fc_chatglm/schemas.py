@@ -39,7 +39,7 @@ class WireModel(BaseModel):
 
 # %% ../nbs/00_schemas.ipynb #44ae63ec
 def one_newline(text: str) -> str:
-    "`text` with each `\r\n` and each bare `\r` written as `\n`."
+    r"`text` with each `\r\n` and each bare `\r` written as `\n`."
     return text.replace('\r\n', '\n').replace('\r', '\n') if '\r' in text else text
 
 Text = Annotated[str, AfterValidator(one_newline)]  # a text field of a request

@@ -78,8 +78,7 @@ class ChatGLMTokenizer:
         ids = self.sp.encode(text)
         return [self.gmask_id, self.sop_id] + ids if prefix else ids
 
-    def _kept(self, ids: Iterable[int]) -> list[int]:
-        return [i for i in map(int, ids) if 0 <= i < self.n_sp and i not in self._dropped]
+    def _kept(self, ids: Iterable[int]) -> list[int]: return [i for i in map(int, ids) if 0 <= i < self.n_sp and i not in self._dropped]
 
     def decode(self,
                ids: Iterable[int],  # token ids (a list or a 1-d tensor), any slice of a sequence

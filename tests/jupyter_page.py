@@ -30,7 +30,7 @@ CHROMIUM_ARGS = ['--headless=new', '--no-sandbox', '--disable-gpu', '--disable-q
 # characters at a time through the real widget. The demo model's replies are noise; this shows what a
 # real reply looks like, and is labelled as scripted wherever it is shown.
 SCRIPTED = '''import time
-from fc_chatglm.engine import Outcome
+from fc_chatglm.engine import Engine, Outcome
 
 REPLY = """Here is a function that counts words, and how long it takes:
 
@@ -49,7 +49,7 @@ def count_words(text: str) -> dict[str, int]:
 
 It is **linear** in the length of the text: each word is looked up once."""
 
-class Scripted:
+class Scripted(Engine):
     "Not a model: streams REPLY, written in advance, a few characters at a time, to show how a Markdown reply looks."
     name = 'a scripted reply (not a model), to show the Markdown'
     def __init__(self, first=0.04, then=0.005): self.first, self.then = first, then  # seconds between pieces

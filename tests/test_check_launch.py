@@ -121,7 +121,7 @@ def test_check_on_windows_goes_through_powershell_and_leaves_nothing(tmp_path, p
 
 
 def test_a_connector_started_by_powershell_itself_ends_with_it(tmp_path, powershell, monkeypatch):
-    "As on Windows, where python.exe is PowerShell's own child: the connector sees its PowerShell end, and exits (`09_main`)."
+    "As on Windows, where python.exe is PowerShell's own child: the connector sees its PowerShell end, and exits (`08e_parent`)."
     Path(powershell).write_text(FAKE_POWERSHELL.replace('sh -c "$4; exit \\$?"', 'eval "$4"'))  # the command, a child of this process
     token = uuid.uuid4().hex
     monkeypatch.setenv('FC_CHECK_TEST', token)

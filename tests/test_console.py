@@ -8,14 +8,13 @@ import os
 import shutil
 import subprocess
 import sys
-import time
 import zipfile
 
 import httpx
 import pytest
 
 from fc_chatglm.launch import PROJECT
-from fc_chatglm.testing import app_stream
+from fc_chatglm.testing import app_stream, start_connector, wait_settled
 
 ENCODINGS = ['cp1252', 'ascii']  # a Western Windows code page, and the narrowest of all
 
@@ -36,22 +35,10 @@ def env(encoding: str) -> dict:
 
 def start(folder, encoding: str, *args: str) -> tuple[subprocess.Popen, str, list[bytes]]:
     "The connector started in `folder` with `PYTHONIOENCODING=encoding`; the process, its URL and the lines it printed."
-    p = subprocess.Popen([sys.executable, '-m', 'fc_chatglm', '--port', '0', '--embedding', 'off', *args], cwd=folder,
-                         env=env(encoding), stdout=subprocess.PIPE, stderr=open(folder / 'stderr.log', 'wb'))
     printed = []
-    for line in p.stdout:
-        printed.append(line)
-        if b'listening on ' in line: return p, line.decode('ascii').split('listening on ')[1].split()[0], printed
-    p.kill(); raise AssertionError(f'the connector exited with {p.wait()} before listening: {printed}, '
-                                   f'{(folder / "stderr.log").read_bytes()[-2000:]}')
-
-
-def settled(base: str) -> dict:
-    deadline = time.time() + 120
-    while (h := httpx.get(base + '/health').json())['status'] == 'loading':
-        assert time.time() < deadline, h
-        time.sleep(0.05)
-    return h
+    p, url = start_connector('--embedding', 'off', *args, cwd=folder, env={'PYTHONIOENCODING': encoding},
+                             log=folder / 'stderr.log', printed=printed)
+    return p, url, printed
 
 
 def still_running(p: subprocess.Popen, folder) -> bytes:
@@ -68,7 +55,7 @@ def test_a_model_folder_with_a_chinese_path_that_fails_to_load(folder, encoding)
     p, base, printed = start(folder, encoding, '--model', '模型')
     try:
         assert printed[0].startswith(b'fc_chatglm: starting') and all(l.isascii() for l in printed), printed
-        h = settled(base)
+        h = wait_settled(base)
         assert h['status'] == 'failed' and '模型' in h['error'], h
         r = httpx.post(base + '/chat', json={'message': '你好'}).json()
         assert r['isError'] and 'The model folder 模型' in r['content'], r
@@ -84,7 +71,7 @@ def test_a_model_folder_with_a_chinese_path_that_fails_to_load(folder, encoding)
 def test_the_demo_model_answers_from_a_chinese_folder(folder, encoding):
     p, base, printed = start(folder, encoding, '--demo')
     try:
-        assert settled(base)['status'] == 'ready'
+        assert wait_settled(base)['status'] == 'ready'
         r = httpx.post(base + '/chat', json={'message': '你好', 'settings': {'temperature': 0, 'maxResponseTokens': 10}}).json()
         assert r['isError'] is False and r['content'], r
         shown, done = app_stream(base, '/text/stream', json.dumps({'message': '从前', 'settings': {'maxResponseTokens': 10}}).encode())
@@ -98,7 +85,7 @@ def test_a_config_error_quoting_chinese_text(folder):
     (folder / 'config.json').write_text('{"model": "模型\\tnew"}', encoding='utf-8')  # a tab: "\t" in JSON
     p, base, _ = start(folder, 'ascii', '--demo')
     try:
-        h = settled(base)
+        h = wait_settled(base)
         assert h['status'] == 'failed' and "'模型\\tnew' holds a control character" in h['error'], h
         r = httpx.post(base + '/text', json={'message': 'hi'}).json()
         assert r['isError'] and '模型' in r['content'], r

@@ -12,9 +12,8 @@ import time
 import httpx
 import pytest
 
-from conftest import ready_connector
 from fc_chatglm.launch import PROJECT
-from fc_chatglm.testing import app_stream, start_connector
+from fc_chatglm.testing import app_stream, ready_connector, start_connector
 
 LIMITS = {'header_timeout': 1, 'body_timeout': 1, 'max_connections': 16}
 
@@ -167,7 +166,7 @@ def test_the_stand_in_server_refuses_a_huge_body_without_reading_it(tmp_path, mo
 # The check itself, on generated headers (pure and fast: no server).
 from hypothesis import given, settings, strategies as st  # noqa: E402
 
-from fc_chatglm.guard import Guard, check, origin_allowed, split_host  # noqa: E402
+from fc_chatglm.guard import Guard, origin_allowed, screen, split_host  # noqa: E402
 
 header_text = st.text(st.characters(min_codepoint=32, max_codepoint=255), max_size=60)
 names = st.sampled_from(['Host', 'host', 'Origin', 'Sec-Fetch-Site', 'Authorization', 'Content-Type', 'X-Other'])
@@ -176,7 +175,7 @@ names = st.sampled_from(['Host', 'host', 'Origin', 'Sec-Fetch-Site', 'Authorizat
 @settings(max_examples=2000, derandomize=True, deadline=None)
 @given(st.lists(st.tuples(names, header_text), max_size=6), st.sampled_from(['GET', 'POST', 'OPTIONS']))
 def test_the_check_never_fails_and_admits_only_this_machine(headers, method):
-    answer = check(method, '/chat', headers, Guard(), 8000)
+    answer = screen(method, '/chat', headers, Guard(), 8000)
     if answer is None:  # admitted: one Host naming this machine on port 8000, no web page
         hosts = [v for k, v in headers if k.lower() == 'host']
         assert len(hosts) == 1 and split_host(hosts[0]) in {('127.0.0.1', 8000), ('localhost', 8000), ('::1', 8000)}, headers
@@ -191,4 +190,4 @@ def test_the_check_never_fails_and_admits_only_this_machine(headers, method):
 def test_the_apps_requests_always_pass(name, whole_url, site):
     host = f'http://{name}:8000' if whole_url else f'{name}:8000'  # streams send the whole base_url (nbs/protocol.md)
     headers = [('Host', host), ('Content-Type', 'application/json')] + ([('Sec-Fetch-Site', site)] if site else [])
-    assert check('POST', '/chat/stream', headers, Guard(), 8000) is None
+    assert screen('POST', '/chat/stream', headers, Guard(), 8000) is None

@@ -9,7 +9,7 @@ import torch
 
 from fc_chatglm.chatglm2 import LAYOUTS, save_chatglm2
 from fc_chatglm.demo import DEMO_CORPUS, demo_config
-from fc_chatglm.testing import app_stream, start_connector
+from fc_chatglm.testing import app_stream, start_connector, wait_settled
 from fc_chatglm.load import LoadOptions, load_engine
 from fc_chatglm.schemas import ChatRequest
 from fc_chatglm.tokenizer import ChatGLMTokenizer, train_sentencepiece
@@ -28,7 +28,7 @@ def source(tmp_path_factory):
 
 
 @pytest.mark.parametrize('layout', LAYOUTS)
-def test_cli_serves_each_published_layout(layout, source, tmp_path, settled):
+def test_cli_serves_each_published_layout(layout, source, tmp_path):
     model, tokenizer_model = source
     folder = tmp_path/layout
     save_chatglm2(model, folder, layout=layout, shards=3)
@@ -39,7 +39,7 @@ def test_cli_serves_each_published_layout(layout, source, tmp_path, settled):
     expected = load_engine(LoadOptions(model=folder, device='cpu')).generate(ChatRequest(message='你好', settings=SETTINGS)).text
     proc, base = start_connector('--model', str(folder))
     try:
-        h = settled(base)
+        h = wait_settled(base)
         assert h['status'] == 'ready', h
         assert h['model'] == 'ChatGLM2'
         r = httpx.post(base + '/chat', json={'message': '你好', 'settings': SETTINGS}).json()
@@ -50,14 +50,14 @@ def test_cli_serves_each_published_layout(layout, source, tmp_path, settled):
         proc.kill(); proc.wait()
 
 
-def test_a_refused_variant_keeps_the_server_up_and_names_the_key(source, tmp_path, settled):
+def test_a_refused_variant_keeps_the_server_up_and_names_the_key(source, tmp_path):
     model, tokenizer_model = source
     save_chatglm2(model, tmp_path, layout='single')
     cfg = json.loads((tmp_path/'config.json').read_text())
     (tmp_path/'config.json').write_text(json.dumps({**cfg, 'pre_seq_len': 128}))
     proc, base = start_connector('--model', str(tmp_path))
     try:
-        h = settled(base)
+        h = wait_settled(base)
         assert h['status'] == 'failed' and 'pre_seq_len' in h['error']
         r = httpx.post(base + '/chat', json={'message': 'hi'}).json()
         assert r['isError'] and 'pre_seq_len' in r['content']
@@ -65,7 +65,7 @@ def test_a_refused_variant_keeps_the_server_up_and_names_the_key(source, tmp_pat
         proc.kill(); proc.wait()
 
 
-def test_cli_serves_chatglm3_with_its_prompt(tmp_path, settled):
+def test_cli_serves_chatglm3_with_its_prompt(tmp_path):
     "A ChatGLM3 folder (nine specials, its published name) is served as ChatGLM3, with its own prompt."
     tok = ChatGLMTokenizer(train_sentencepiece(tmp_path/'tokenizer.model', DEMO_CORPUS, vocab_size=600, seed=3), roles=True)
     torch.manual_seed(3)
@@ -78,7 +78,7 @@ def test_cli_serves_chatglm3_with_its_prompt(tmp_path, settled):
     expected = engine.generate(ChatRequest(**body)).text
     proc, base = start_connector('--model', str(tmp_path))
     try:
-        h = settled(base)
+        h = wait_settled(base)
         assert h['status'] == 'ready' and h['model'] == 'ChatGLM3', h
         assert httpx.post(base + '/chat', json=body).json() == {'content': expected, 'isError': False}
     finally:

@@ -10,7 +10,7 @@ import httpx
 import openai
 import pytest
 
-from conftest import ready_connector
+from fc_chatglm.testing import ready_connector
 
 HELLO = [{'role': 'system', 'content': 'Be brief.'}, {'role': 'user', 'content': '你好'}]
 

@@ -104,7 +104,7 @@ def test_the_connector_outlives_any_other_shell(launch):
 
 
 def test_the_stand_in_server_ends_with_its_shell_when_asked(launch, tmp_path):
-    shadow = tmp_path / 'shadow' / 'torch'  # PyTorch missing: the stand-in server answers instead (`09_main`)
+    shadow = tmp_path / 'shadow' / 'torch'  # PyTorch missing: the stand-in server answers instead (`08d_rescue`)
     shadow.mkdir(parents=True)
     (shadow / '__init__.py').write_text("raise ModuleNotFoundError(\"No module named 'torch'\", name='torch')\n")
     l = launch('sh', '--exit-with-parent', path=str(shadow.parent))

@@ -6,7 +6,7 @@ import shutil
 import httpx
 
 from fc_chatglm.launch import PROJECT
-from fc_chatglm.testing import start_connector
+from fc_chatglm.testing import start_connector, wait_settled
 
 
 def connector_folder(tmp_path, config: str):
@@ -16,12 +16,12 @@ def connector_folder(tmp_path, config: str):
     return tmp_path
 
 
-def test_config_json_sets_the_model_folder_and_embeddings(tmp_path, settled):
+def test_config_json_sets_the_model_folder_and_embeddings(tmp_path):
     folder = connector_folder(tmp_path, json.dumps({'model': 'weights', 'embedding': 'off', 'device': 'cpu'}))
     (folder / 'weights').mkdir()
     proc, base = start_connector(cwd=folder)
     try:
-        h = settled(base)
+        h = wait_settled(base)
         assert h['status'] == 'failed' and str(folder / 'weights') in h['error'] and 'no config.json' in h['error'], h
         assert h['embedding']['status'] == 'off'
         r = httpx.post(base + '/embedding', content=b'hello', headers={'Content-Type': 'text/plain; charset=utf-8'})
@@ -30,27 +30,27 @@ def test_config_json_sets_the_model_folder_and_embeddings(tmp_path, settled):
         proc.kill(); proc.wait()
 
 
-def test_the_command_line_overrides_config_json(tmp_path, settled):
+def test_the_command_line_overrides_config_json(tmp_path):
     folder = connector_folder(tmp_path, json.dumps({'device': 'cuda', 'embedding': 'off'}))  # this machine has no CUDA
     proc, base = start_connector('--demo', cwd=folder)
     try:
-        h = settled(base)
+        h = wait_settled(base)
         assert h['status'] == 'failed' and 'sees no CUDA GPU' in h['error'] and h['embedding']['status'] == 'off', h
     finally:
         proc.kill(); proc.wait()
     proc, base = start_connector('--demo', '--device', 'cpu', '--embedding', 'minilm', cwd=folder)
     try:
-        h = settled(base)
+        h = wait_settled(base)
         assert (h['status'], h['embedding']['status']) == ('ready', 'idle'), h
     finally:
         proc.kill(); proc.wait()
 
 
-def test_a_broken_config_json_keeps_the_server_up_and_says_what_to_fix(tmp_path, settled):
+def test_a_broken_config_json_keeps_the_server_up_and_says_what_to_fix(tmp_path):
     folder = connector_folder(tmp_path, '\ufeff{"model": "D:\\models\\chatglm2", "dtype": "fp16"}')  # Notepad: BOM, raw backslashes
     proc, base = start_connector('--demo', cwd=folder)
     try:
-        h = settled(base)
+        h = wait_settled(base)
         assert h['status'] == 'failed' and 'doubled backslashes' in h['error'] and 'restart the connector' in h['error'], h
         r = httpx.post(base + '/chat', json={'message': 'hi'}).json()
         assert r['isError'] is True and r['content'].endswith(h['error']), r
@@ -60,7 +60,7 @@ def test_a_broken_config_json_keeps_the_server_up_and_says_what_to_fix(tmp_path,
         proc.kill(); proc.wait()
     proc, base = start_connector('--demo', cwd=folder)
     try:
-        h = settled(base)
+        h = wait_settled(base)
         assert "dtype: Input should be 'auto', 'float16', 'bfloat16' or 'float32'" in h['error'], h
     finally:
         proc.kill(); proc.wait()

@@ -1,4 +1,4 @@
-"""The upstream engine (nbs/07b_upstream.ipynb) against real servers on loopback: a `--demo` connector's own `/v1` as the
+"""The upstream engine (nbs/07c_upstream.ipynb) against real servers on loopback: a `--demo` connector's own `/v1` as the
 upstream of a second connector (the app's protocol end to end through two processes), `llm-katan`'s echo server with its
 failures injected, and a scripted server that breaks its stream off or sends malformed events."""
 import json
@@ -18,7 +18,7 @@ import pytest
 
 from fc_chatglm.launch import PROJECT
 from fc_chatglm.schemas import ChatRequest
-from fc_chatglm.testing import app_stream, start_connector
+from fc_chatglm.testing import app_stream, ready_connector
 from fc_chatglm.upstream import Upstream, UpstreamEngine
 
 KATAN_KEY = 'katan-key'  # llm-katan asks every request for an Authorization header
@@ -37,23 +37,6 @@ def folder(path: Path, **config) -> Path:
     shutil.copy(PROJECT / 'connector.json', path / 'connector.json')
     (path / 'config.json').write_text(json.dumps({'embedding': 'off', **config}), encoding='utf-8')
     return path
-
-
-@contextmanager
-def ready_connector(*args: str, cwd: Path = PROJECT, timeout: float = 120):
-    "`start_connector`; yields its base URL once /health says ready (a refused connection is retried: the socket may not listen yet)."
-    proc, url = start_connector(*args, cwd=cwd)
-    try:
-        deadline = time.time() + timeout
-        while True:
-            assert time.time() < deadline and proc.poll() is None, 'the connector did not get ready'
-            try:
-                if httpx.get(url + '/health').json()['status'] == 'ready': break
-            except httpx.TransportError: pass
-            time.sleep(0.1)
-        yield url
-    finally:
-        proc.kill(); proc.wait()
 
 
 def body(message: str, settings: dict, history=()) -> bytes:
@@ -393,7 +376,7 @@ def test_the_chatglm2_template_is_the_local_engines_prompt(history):
     from fc_chatglm.schemas import Message
     from fc_chatglm.tokenizer import chatglm2_prompt
     template = ImmutableSandboxedEnvironment(trim_blocks=True, lstrip_blocks=True).from_string(
-        (PROJECT / 'benchmarks' / 'chatglm2.jinja').read_text(encoding='utf-8'))
+        (PROJECT / 'deploy' / 'chatglm2.jinja').read_text(encoding='utf-8'))
     conv = to_conversation([Message(**m) for m in history], '你好')
     assert template.render(messages=conv.messages(), add_generation_prompt=True) == chatglm2_prompt(conv.query, conv.rounds, conv.system)
 

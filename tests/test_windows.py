@@ -11,7 +11,7 @@ import httpx
 
 from fc_chatglm.demo import build_demo
 from fc_chatglm.launch import PROJECT
-from fc_chatglm.testing import app_stream, start_connector
+from fc_chatglm.testing import app_stream, start_connector, wait_settled
 
 # SentencePiece's own file opening as it behaves on Windows: the path reaches the C++ library as UTF-8 bytes,
 # which the narrow-character file API reads in the ANSI code page, so a non-ASCII path is "Not found".
@@ -25,7 +25,7 @@ WINDOWS_SENTENCEPIECE = textwrap.dedent('''
 ''')
 
 
-def test_a_chinese_account_name_loads_chatglm_and_the_demo(tmp_path, monkeypatch, settled):
+def test_a_chinese_account_name_loads_chatglm_and_the_demo(tmp_path, monkeypatch):
     "A model folder and the temporary folder under C:/Users/张伟/..., with SentencePiece's path API failing as on Windows."
     site = tmp_path/'site'; site.mkdir()
     (site/'sitecustomize.py').write_text(WINDOWS_SENTENCEPIECE, encoding='utf-8')
@@ -40,7 +40,7 @@ def test_a_chinese_account_name_loads_chatglm_and_the_demo(tmp_path, monkeypatch
     for args in (['--model', str(model)], ['--demo']):
         proc, base = start_connector(*args)
         try:
-            health = settled(base)
+            health = wait_settled(base)
             assert health['status'] == 'ready', health
             body = '{"message": "\\u4f60\\u597d", "settings": {"temperature": 0, "maxResponseTokens": 6}}'.encode()
             replies, done = app_stream(base, '/chat/stream', body)

@@ -3,11 +3,8 @@ raw sockets with hand-written HTTP/1.1 and read line by line the way the app rea
 replies sent chunked with no Content-Length as its HttpClient sends them, each stream read the way its
 skill reads it (the chat skill replaces the reply with each line, the text skill appends each line)."""
 import json
-import os
 import re
 import socket
-import subprocess
-import sys
 import threading
 import time
 
@@ -15,9 +12,7 @@ import httpx
 import psutil
 import pytest
 
-from conftest import ready_connector
-from fc_chatglm.launch import PROJECT
-from fc_chatglm.testing import app_stream
+from fc_chatglm.testing import app_stream, ready_connector, start_connector, wait_ready
 
 LONG = {'temperature': 0, 'maxResponseTokens': 1500}
 KNOWLEDGE = {'temperature': 0, 'maxResponseTokens': 400, 'topP': 0, 'frequencyPenalty': 1, 'presencePenalty': 1}  # its answers
@@ -373,28 +368,17 @@ def embed_bytes(base, data: bytes, content_type: str) -> httpx.Response:
     return httpx.post(base + '/embedding', content=data, headers={'Content-Type': content_type}, timeout=120)
 
 
-def launch(*args: str, log_to=None, env: dict | None = None, cwd=PROJECT) -> tuple[subprocess.Popen, str]:
-    "`python -m fc_chatglm --port 0 ...` as the app starts it, its log (stderr) written to `log_to`; the process and its URL."
-    env = {**os.environ, **(env or {}), 'PYTHONPATH': str(PROJECT) + os.pathsep + os.environ.get('PYTHONPATH', '')}
-    p = subprocess.Popen([sys.executable, '-m', 'fc_chatglm', '--port', '0', *args], cwd=cwd, env=env, stdout=subprocess.PIPE,
-                         stderr=open(log_to, 'wb') if log_to else subprocess.DEVNULL)
-    for line in p.stdout:
-        if b'listening on ' in line: return p, line.decode('ascii').split('listening on ')[1].split()[0]
-    p.kill(); raise RuntimeError(f'the connector exited with {p.wait()} before listening')
-
-
 @pytest.fixture(scope='module')
 def tight(tmp_path_factory):
     "A demo connector with small limits: 20 KB bodies, 5 history entries, 2 replies queued, 1 s per full reply."
     log_file = tmp_path_factory.mktemp('tight') / 'stderr.log'
-    proc, url = launch('--demo', '--embedding', 'off', '--max-request-bytes', '20000', '--max-history', '5', '--max-queue', '2',
-                       '--reply-seconds', '1', log_to=log_file)
-    deadline = time.time() + 120
-    while httpx.get(url + '/health').json()['status'] != 'ready':
-        assert time.time() < deadline, 'the demo model did not load'
-        time.sleep(0.1)
-    yield url, proc, log_file
-    proc.kill(); proc.wait()
+    proc, url = start_connector('--demo', '--embedding', 'off', '--max-request-bytes', '20000', '--max-history', '5',
+                                '--max-queue', '2', '--reply-seconds', '1', log=log_file)
+    try:
+        wait_ready(url, proc=proc)
+        yield url, proc, log_file
+    finally:
+        proc.kill(); proc.wait()
 
 
 def send_chunked(base, path: str, total: int, piece: int = 65536) -> tuple[int, bytes]:
