@@ -35,8 +35,17 @@ VOLATILE = [  # (pattern, replacement): what differs between two runs of the sam
 ]
 
 
+CHECKOUT = '/path/to/fc_chatglm'  # the project's folder as saved outputs show it: each clone has its own
+
+
+def portable(text: str) -> str:
+    "`text` with this clone's folder written as `CHECKOUT`."
+    return text.replace(str(ROOT), CHECKOUT)
+
+
 def normal(text: str) -> str:
     "`text` with what differs between runs by nature replaced."
+    text = portable(text)
     for pattern, repl in VOLATILE: text = pattern.sub(repl, text)
     return text.rstrip()
 
@@ -101,7 +110,7 @@ def save(nb_path: Path):
         cell['outputs'] = [{k: v for k, v in o.items() if k != 'execution_count'} | ({'execution_count': None} if 'execution_count' in o else {})
                            for o in kept(outputs.get(cell.get('id'), []), ''.join(cell['source']))]
         cell['execution_count'] = None
-    nb_path.write_text(json.dumps(nb, indent=1, ensure_ascii=False) + '\n', encoding='utf-8')
+    nb_path.write_text(portable(json.dumps(nb, indent=1, ensure_ascii=False)) + '\n', encoding='utf-8')
     subprocess.run(['nbdev_clean', '--fname', str(nb_path)], cwd=ROOT, check=True)
     print(f'{nb_path}: {sum(1 for c in nb["cells"] if c.get("outputs"))} cells with outputs saved')
 
