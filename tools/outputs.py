@@ -36,11 +36,12 @@ VOLATILE = [  # (pattern, replacement): what differs between two runs of the sam
 
 
 CHECKOUT = '/path/to/fc_chatglm'  # the project's folder as saved outputs show it: each clone has its own
+PYTHON = '/path/to/python'  # and the Python that runs it, which each machine has in its own place
 
 
 def portable(text: str) -> str:
-    "`text` with this clone's folder written as `CHECKOUT`."
-    return text.replace(str(ROOT), CHECKOUT)
+    "`text` with this clone's folder written as `CHECKOUT`, and this Python as `PYTHON`."
+    return text.replace(sys.executable, PYTHON).replace(str(ROOT), CHECKOUT)
 
 
 def normal(text: str) -> str:
