@@ -349,7 +349,7 @@ def run_connector(path: Path, m: dict, r: Report, demo: bool, keep_port: bool, w
         base, u = m['base_url'], urlsplit(m['base_url'])
         if not keep_port:
             base = f'http://{u.hostname if ":" not in u.hostname else f"[{u.hostname}]"}:{free_port(u.hostname)}'
-            manifest = json.loads((folder/'connector.json').read_text(encoding='utf-8-sig'))
+            manifest = json.loads((folder/'connector.json').read_bytes())
             (folder/'connector.json').write_text(json.dumps({**manifest, 'base_url': base}, indent=2), encoding='utf-8')
             r.note(f'checking on {base} instead of {m["base_url"]} (written into the unpacked connector.json; --keep-port keeps it)')
         try: argv = launch_argv(m, folder, ['--demo'] if demo else [], windows)

@@ -89,7 +89,7 @@ def rescue_address(argv: List[str], # the command line
     p.add_argument('--host'); p.add_argument('--port', type=int); p.add_argument('--connector', default='connector.json')
     a, _ = p.parse_known_args(argv)
     try:
-        m = json.loads(Path(a.connector).read_text(encoding='utf-8-sig'))
+        m = json.loads(Path(a.connector).read_bytes())  # as `read_json` reads it: a BOM, UTF-16
         url = urlsplit(str(m.get('base_url', '')))
         routes = {ep['path']: ep['type'] for f in m.get('features', []) for ep in f.get('endpoints', [])}
     except (OSError, ValueError, AttributeError, KeyError, TypeError) as e:  # unreadable, not JSON, or not a manifest's shape
@@ -104,7 +104,7 @@ def rescue_guard(argv: List[str], # the command line (for --config)
     p = argparse.ArgumentParser(add_help=False)
     p.add_argument('--config', default='config.json')
     a, _ = p.parse_known_args(argv)
-    try: raw = json.loads(Path(a.config).read_text(encoding='utf-8-sig'))
+    try: raw = json.loads(Path(a.config).read_bytes())
     except (OSError, ValueError): return Guard()  # missing or broken: loopback only, no web page
     try: return read_guard(raw) if isinstance(raw, dict) else Guard()
     except ValueError: return Guard()
