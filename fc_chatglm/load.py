@@ -4,8 +4,9 @@
 
 # %% auto #0
 __all__ = ['log', 'DTYPES', 'FREE_SHARE', 'DEMO_PREFIX', 'resolve_device', 'resolve_dtype', 'half_dtype', 'resolve_decode',
-           'half_cpu_note', 'free_memory', 'cpu_auto_dtype', 'load_dtype', 'load_memory_error', 'gpu_memory',
-           'weight_bytes', 'gpu_fit_problem', 'TemplateFormat', 'load_hf', 'LoadOptions', 'demo_files', 'load_engine']
+           'half_cpu_note', 'free_memory', 'cpu_auto_dtype', 'load_dtype', 'int4_unpacked', 'load_memory_error',
+           'gpu_memory', 'weight_bytes', 'gpu_fit_problem', 'TemplateFormat', 'load_hf', 'LoadOptions', 'demo_files',
+           'load_engine']
 
 # %% ../nbs/06_load.ipynb #8d371fcf
 import logging
@@ -118,6 +119,17 @@ def load_dtype(asked: str, # the dtype option: auto, float16, bfloat16 or float3
     if why: log.warning(why)
     return dtype
 
+# %% ../nbs/06_load.ipynb #ee7f7f50
+def int4_unpacked(asked: str, # the dtype option: auto, float16, bfloat16 or float32
+                  device: str, # a resolved device
+                  ) -> str | None:
+    "Why an int4 checkpoint's weights are unpacked to the model's dtype as they load on `device`; None where they stay 4-bit for a kernel."
+    if torch.device(device).type != 'cpu': return None  # a GPU keeps them packed: its int4 kernel, or unpacking before each product
+    if asked == 'float32':
+        return ("float32 was asked for, and torch's CPU int4 kernel multiplies in bfloat16 (on x86 its float32 path is a scalar loop); "
+                '"dtype": "auto" keeps them 4-bit')
+    return int4_cpu_refusal()
+
 # %% ../nbs/06_load.ipynb #e3de6ca3
 def load_memory_error(e: BaseException, # what loading raised (`out_of_memory(e)` holds)
                  folder: ModelFolder, device: str, dtype: torch.dtype, # what was being loaded, how and where
@@ -132,8 +144,12 @@ def load_memory_error(e: BaseException, # what loading raised (`out_of_memory(e)
         need = f', which needs about {size / 1e9:.0f} GB' if size >= 1e9 else f', which needs about {size / 1e6:.0f} MB'
     except Exception: need = ''  # a config we cannot count: the rest of the message still helps
     msg = f'Out of memory (RAM) while loading the model as {name}{need}.'
-    if device == 'cpu': msg += f' On a CPU the weights are held as {name} unless quantized: --quantize 8bit needs about a quarter of float32\'s memory.'
-    if device == 'cpu' and dtype == torch.float32:
+    int4 = device == 'cpu' and bool(folder.config.get('quantization_bit'))  # not quantized again: `int4_unpacked` says how it is held
+    if device == 'cpu' and not int4: msg += f' On a CPU the weights are held as {name} unless quantized: --quantize 8bit needs about a quarter of float32\'s memory.'
+    if int4 and dtype == torch.float32 and int4_cpu_refusal() is None:
+        msg += (' "dtype": "float32" unpacks the int4 checkpoint\'s weights to float32 as they load: set "dtype": "auto" in config.json '
+                '(or start without --dtype) to keep them 4-bit, for torch\'s CPU int4 kernel (bfloat16 maths).')
+    elif device == 'cpu' and dtype == torch.float32:
         half = str(half_dtype(folder.kind)).removeprefix('torch.')
         msg += f' Set "dtype": "{half}" in config.json (or start with --dtype {half}) to need half as much.'
     return UserError(msg + ' Close other programs, or use a machine with more memory.')
@@ -236,15 +252,15 @@ def demo_files() -> tempfile.TemporaryDirectory:
 
 # %% ../nbs/06_load.ipynb #0ff8992e
 def _load_chatglm2(folder: ModelFolder, device: str, dtype: torch.dtype, quantize: str | None,
-                   progress: Callable[[int, int], None]) -> tuple[torch.nn.Module, ChatFormat, str]:
-    "A ChatGLM2 or ChatGLM3 checkpoint (int4 weights kept packed where a kernel reads them; 8-bit weights quantized as they load on a CPU), its format and its name."
+                   progress: Callable[[int, int], None], unpack: str | None) -> tuple[torch.nn.Module, ChatFormat, str]:
+    "A ChatGLM2 or ChatGLM3 checkpoint (int4 weights kept packed unless `unpack` says why not; 8-bit weights quantized as they load on a CPU), its format and its name."
     glm_config(folder.config, folder.chatglm3)  # refuses a variant we do not reproduce, before anything heavy is read
     tok = ChatGLMTokenizer.from_folder(folder.path, roles=folder.chatglm3)
     if quantize and folder.config.get('quantization_bit'):
         raise UserError('This checkpoint is already int4: start without --quantize.')
     cpu = torch.device(device).type == 'cpu'
     on = 'cpu' if quantize else device  # bitsandbytes quantizes as `prepare` moves the model to the GPU
-    packed = int4_layers if torch.device(on).type == 'cuda' or int4_cpu_refusal() is None else None  # on a CPU: `int4_cpu`
+    packed = None if unpack else int4_layers  # on a CPU, `int4_cpu` hands them to the kernel after `prepare`
     eight = partial(int8_layers, kernel=int8_kernel_refusal() is None) if cpu and quantize == '8bit' else None
     model = load_chatglm2(folder.config, folder.weights, on, dtype, progress, int4_layers=packed, layers=eight, chatglm3=folder.chatglm3)
     fmt, name = (GLM3Format(tok), 'ChatGLM3') if folder.chatglm3 else (GLMFormat(tok), 'ChatGLM2')
@@ -269,8 +285,10 @@ def _load_folder(opts: LoadOptions, device: str, progress) -> tuple[torch.nn.Mod
         raise UserError(why)
     shards = lambda done, total: progress(done / total, f'shard {done}/{total}')
     chatglm = folder.kind == 'chatglm2'
+    unpack = int4_unpacked(opts.dtype, device) if chatglm and folder.config.get('quantization_bit') else None
+    if unpack: log.info('int4: the weights are unpacked to %s as they load: %s', str(dtype).removeprefix('torch.'), unpack)
     try:
-        if chatglm: model, fmt, name = _load_chatglm2(folder, device, dtype, quantize, shards)
+        if chatglm: model, fmt, name = _load_chatglm2(folder, device, dtype, quantize, shards, unpack)
         else: (model, fmt), name = load_hf(folder, device, dtype, None if cpu8 else quantize), folder.path.name
         if cpu8: _log_int8(int8_linears(model, int8_kernel_refusal() is None) if not chatglm else None)
         model = prepare(model, device, dtype, fuse=chatglm, quantize=None if cpu8 or not chatglm else quantize)

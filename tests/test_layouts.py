@@ -7,10 +7,11 @@ import httpx
 import pytest
 import torch
 
-from fc_chatglm.chatglm2 import LAYOUTS, save_chatglm2
+from fc_chatglm.chatglm2 import LAYOUTS, chatglm2_config, load_chatglm2, random_chatglm2, save_chatglm2
 from fc_chatglm.demo import DEMO_CORPUS, demo_config
 from fc_chatglm.testing import app_stream, start_connector, wait_settled
 from fc_chatglm.load import LoadOptions, load_engine
+from fc_chatglm.quantize import int4_cpu_refusal
 from fc_chatglm.schemas import ChatRequest
 from fc_chatglm.tokenizer import ChatGLMTokenizer, train_sentencepiece
 from transformers import GlmForCausalLM
@@ -83,3 +84,21 @@ def test_cli_serves_chatglm3_with_its_prompt(tmp_path):
         assert httpx.post(base + '/chat', json=body).json() == {'content': expected, 'isError': False}
     finally:
         proc.kill(); proc.wait()
+
+
+def test_float32_gives_the_int4_checkpoint_float32_maths(source, tmp_path):
+    """`--dtype float32` on a CPU answers with the greedy reply of the int4 weights unpacked to float32 (as ChatGLM2's own
+    code computes them on a CPU), here loaded as a float checkpoint; torch's int4 kernel, which multiplies in bfloat16,
+    departs from it within a few tokens on these wide weights (`std=0.1`)."""
+    model, tokenizer_model = source
+    q4 = save_chatglm2(random_chatglm2(chatglm2_config(model.config), seed=0, std=0.1), tmp_path/'int4', layout='int4')
+    unpacked = load_chatglm2(json.loads((q4/'config.json').read_text()), [q4/'pytorch_model.bin'], dtype=torch.float32)
+    f32 = save_chatglm2(unpacked, tmp_path/'float32', layout='safetensors')
+    for f in (q4, f32): (f/'tokenizer.model').write_bytes(tokenizer_model.read_bytes())
+    req = ChatRequest(message='你好', settings={'temperature': 0, 'maxResponseTokens': 30})
+    reply = lambda folder, dtype: load_engine(LoadOptions(model=folder, device='cpu', dtype=dtype)).generate(req).text
+    exact = load_engine(LoadOptions(model=q4, device='cpu', dtype='float32'))
+    assert {type(m).__name__ for m in exact.model.modules()} & {'Int4Linear', 'Int4CpuLinear'} == set()
+    assert exact.generate(req).text == reply(f32, 'float32')
+    if int4_cpu_refusal() is None:  # the kernel runs here: `auto` keeps it, and its reply is bfloat16's
+        assert reply(q4, 'bfloat16') != reply(f32, 'float32')
