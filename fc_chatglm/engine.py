@@ -4,13 +4,15 @@
 
 # %% auto #0
 __all__ = ['log', 'FORMS', 'OVERFLOWED', 'FALLBACK', 'THEN', 'Engine', 'TextStream', 'ChatFormat', 'GLMFormat', 'GLM3Format',
-           'out_of_memory', 'reply_memory_error', 'Outcome', 'fit_conversation', 'Prompt', 'request_conversation',
-           'window_budget', 'too_long', 'build_prompt', 'read_reply', 'release_cache', 'decode_prompt', 'fallback_mode',
-           'first_line', 'check_recorded', 'TransformersEngine']
+           'out_of_memory', 'reply_memory_error', 'Outcome', 'Cancelled', 'fit_conversation', 'Prompt',
+           'request_conversation', 'window_budget', 'too_long', 'build_prompt', 'read_reply', 'release_cache',
+           'decode_prompt', 'fallback_mode', 'first_line', 'check_recorded', 'TransformersEngine']
 
 # %% ../nbs/05_engine.ipynb #f3f1726f
 import logging
 import threading
+from bisect import bisect_right
+from itertools import accumulate
 import time
 from dataclasses import dataclass
 from typing import Callable, Iterable, NamedTuple, Protocol, Sequence
@@ -141,22 +143,31 @@ class Outcome:
     def tokens_per_s(self) -> float: return self.tokens / self.seconds if self.seconds else 0.0
 
 # %% ../nbs/05_engine.ipynb #50e18cda
+class Cancelled(Exception):
+    "The request was cancelled while its prompt was being fitted, before its reply began."
+
 def fit_conversation(
     conv: Conversation, # the whole conversation
     encode: Callable[[Conversation], list[int]], # conversation to prompt ids
     budget: int, # how many prompt tokens fit
+    cancel: threading.Event | None = None, # set: stop before the next encoding, raising `Cancelled`
 ) -> tuple[list[int], int]:
     "The prompt ids of the most recent rounds that fit in `budget`, and how many rounds were dropped."
-    ids = encode(conv)
-    if len(ids) <= budget: return ids, 0
-    lo, hi, best = 0, len(conv.rounds) - 1, None  # search the number of rounds kept
-    while lo <= hi:
-        mid = (lo + hi) // 2
-        cand = encode(conv.keep_last(mid))
-        if len(cand) <= budget: best, lo = (cand, mid), mid + 1
-        else: hi = mid - 1
-    if best is None: return [], len(conv.rounds)  # not even the bare question fits
-    return best[0], len(conv.rounds) - best[1]
+    total = len(conv.rounds)
+    chars = list(accumulate((len(q) + len(a) for q, a in reversed(conv.rounds)), initial=0))  # chars[n]: the newest n rounds'
+    base = len(conv.query) + len(conv.system or '') + 256  # what every prompt holds, and a little for the format
+    def fitting(n: int) -> list[int] | None:
+        if cancel is not None and cancel.is_set(): raise Cancelled()
+        ids = encode(conv.keep_last(n))
+        return ids if len(ids) <= budget else None
+    if (best := fitting(0)) is None: return [], total  # not even the bare question fits
+    lo, hi = 0, total + 1  # lo rounds fit; hi do not (total + 1: none is known not to)
+    while hi - lo > 1:  # the next try: twice the characters known to fit, then halfway; at least one round more
+        goal = 2 * (chars[lo] + base) if hi > total else (chars[lo] + chars[hi]) // 2
+        n = min(max(bisect_right(chars, goal) - 1, lo + 1), hi - 1)
+        if (ids := fitting(n)) is None: hi = n
+        else: best, lo = ids, n
+    return best, total - lo
 
 # %% ../nbs/05_engine.ipynb #4c914bdb
 FORMS = {  # how a request's prompt is built, as `Outcome.form` and the log name it
@@ -204,6 +215,7 @@ def build_prompt(request: ChatRequest | TextRequest, # the app's request
                  window: int, # the model's context window
                  max_new: int, # tokens kept for the reply
                  text_as: str = 'text', # a text prompt that is not the app's transcript: 'text' or 'raw'
+                 cancel: threading.Event | None = None, # set: stop fitting the history (`Cancelled`)
                  ) -> Prompt:
     "The prompt for `request`, fitted to the window with `max_new` tokens kept for the reply."
     budget = window_budget(max_new, window)
@@ -211,7 +223,7 @@ def build_prompt(request: ChatRequest | TextRequest, # the app's request
     if conv is None: ids, dropped = fmt.text_ids(request.message), 0
     else:
         for note in conv.notes: log.info('history: %s', note)
-        ids, dropped = fit_conversation(conv, fmt.chat_ids, budget)
+        ids, dropped = fit_conversation(conv, fmt.chat_ids, budget, cancel)
     if not ids or len(ids) > budget: raise too_long(budget, window, max_new)
     if dropped: log.warning('context: dropped the %d oldest round(s) to fit the %d-token window', dropped, window)
     return Prompt(ids, dropped, form)
@@ -334,9 +346,9 @@ class TransformersEngine(Engine):
                 log.warning(FALLBACK[old.mode] + THEN[then] + ' The error: %s: %s', type(e).__name__, first_line(e))
                 self.decoder = None; self.decoder = Decoder(self.model, then, old.length, old.capture)  # the old cache goes first
 
-    def prompt(self, request: ChatRequest | TextRequest, max_new: int) -> Prompt:
+    def prompt(self, request: ChatRequest | TextRequest, max_new: int, cancel: threading.Event | None = None) -> Prompt:
         "The prompt for `request`, fitted to the window with `max_new` tokens kept for the reply (`build_prompt`)."
-        return build_prompt(request, self.fmt, self.window, max_new, self.text_as)
+        return build_prompt(request, self.fmt, self.window, max_new, self.text_as, cancel)
 
     def prompt_ids(self, request: ChatRequest | TextRequest, max_new: int) -> tuple[list[int], int]:
         "The prompt's token ids for `request`, fitted to the window, and the rounds dropped."
@@ -347,10 +359,10 @@ class TransformersEngine(Engine):
                  on_text: Callable[[str], None] = lambda s: None, # called with each new piece of text
                  ) -> Outcome:
         "Generate the reply to `request`, streaming text to `on_text`; blocks until done."
-        cancel = cancel or threading.Event()
-        p = GenerationParams.from_settings(request.settings)
-        try: prompt = self.prompt(request, p.max_new_tokens)
+        cancel, p = cancel or threading.Event(), GenerationParams.from_settings(request.settings)
+        try: prompt = self.prompt(request, p.max_new_tokens, cancel)
         except EmptyMessage as e: raise UserError(str(e)) from None
+        except Cancelled: return Outcome('', 'cancelled')
         with self.lock:
             if cancel.is_set(): return Outcome('', 'cancelled', len(prompt.ids), dropped_rounds=prompt.dropped, form=prompt.form)
             return decode_prompt(self.decoder, self.fmt, prompt, p, cancel, on_text)

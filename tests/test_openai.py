@@ -2,6 +2,7 @@
 async and streaming, against a real `python -m fc_chatglm --demo` process on loopback."""
 import asyncio
 import base64
+import json
 import struct
 import threading
 import time
@@ -17,7 +18,7 @@ HELLO = [{'role': 'system', 'content': 'Be brief.'}, {'role': 'user', 'content':
 
 @pytest.fixture(scope='module')
 def base():
-    with ready_connector('--demo') as url: yield url
+    with ready_connector('--demo', '--embedding', 'hybrid') as url: yield url  # the embedding model these tests name
 
 
 @pytest.fixture
@@ -46,7 +47,7 @@ def test_chat(client):
     assert again.choices[0].message.content == r.choices[0].message.content  # greedy: the same reply
 
 
-def test_chat_stream(client):
+def test_chat_stream(base, client):
     whole = client.chat.completions.create(model='demo', messages=HELLO, max_tokens=10, temperature=0)
     chunks = list(client.chat.completions.create(model='demo', messages=HELLO, max_tokens=10, temperature=0, stream=True,
                                                  stream_options={'include_usage': True}))
@@ -56,6 +57,10 @@ def test_chat_stream(client):
     assert chunks[-1].choices == [] and chunks[-1].usage.completion_tokens == 10
     plain = list(client.chat.completions.create(model='demo', messages=HELLO, max_tokens=3, stream=True))
     assert all(c.usage is None for c in plain)  # no usage chunk unless asked
+    with httpx.stream('POST', base + '/v1/chat/completions', json={'model': 'demo', 'messages': HELLO, 'max_tokens': 5, 'stream': True,
+                                                                  'stream_options': {'include_usage': True}}) as r:
+        raw = [json.loads(l.removeprefix('data: ')) for l in r.iter_lines() if l.startswith('data: {')]
+    assert [c['usage'] for c in raw[:-1]] == [None] * (len(raw) - 1) and raw[-1]['usage']['completion_tokens'] == 5  # null until the last, as OpenAI's
 
 
 def test_async_chat(base):
@@ -94,6 +99,18 @@ def test_stop(client):
     assert stop not in streamed and streamed.strip() == cut.choices[0].message.content
 
 
+def test_long_stops_are_refused(base, client):
+    "A stop sequence is compared with every generated piece on the one generation thread: its size is bounded, refused in a sentence."
+    with pytest.raises(openai.BadRequestError) as e:
+        client.chat.completions.create(model='demo', messages=HELLO, max_tokens=20, stop='a' * 150_000)
+    assert e.value.param == 'stop' and 'a stop sequence of 150,000 characters' in e.value.message
+    with pytest.raises(openai.BadRequestError) as e:
+        client.chat.completions.create(model='demo', messages=HELLO, max_tokens=20, stop=list('abcde'))
+    assert e.value.param == 'stop' and '5 stop sequences' in e.value.message
+    longest = client.chat.completions.create(model='demo', messages=HELLO, max_tokens=20, temperature=0, stop=['\x00' * 1000] * 4)
+    assert longest.choices[0].finish_reason == 'length' and longest.usage.completion_tokens == 20  # the most it reads is served
+
+
 def test_embeddings(client):
     floats = client.embeddings.create(model='hybrid', input=['一个句子', 'a sentence'], encoding_format='float')
     assert [d.index for d in floats.data] == [0, 1] and len(floats.data[0].embedding) > 100
@@ -102,6 +119,10 @@ def test_embeddings(client):
     assert list(struct.unpack(f'<{len(raw) // 4}f', raw)) == pytest.approx(floats.data[0].embedding, abs=1e-6)
     plain = client.embeddings.create(model='hybrid', input='一个句子')  # the SDK asks for base64 by default
     assert plain.data[0].embedding == pytest.approx(floats.data[0].embedding, abs=1e-6)
+    assert floats.usage.prompt_tokens == floats.usage.total_tokens > 2  # as OpenAI sends it: the tokens of both texts
+    with pytest.raises(openai.BadRequestError) as e:  # 200,000 characters in all, however many texts
+        client.embeddings.create(model='hybrid', input=['x' * 150_000, 'y' * 60_000])
+    assert e.value.param == 'input' and '210,000 characters' in e.value.message
 
 
 def test_refused(client):
@@ -114,9 +135,13 @@ def test_refused(client):
     with pytest.raises(openai.BadRequestError) as e:
         client.completions.create(model='demo', prompt='x', logprobs=2)
     assert e.value.param == 'logprobs'
+    with pytest.raises(openai.BadRequestError) as e:  # the SDK sends tool_choice first: the tools are the cause
+        client.chat.completions.create(model='demo', messages=HELLO, tool_choice='auto', tools=[{'type': 'function', 'function': {'name': 'f'}}])
+    assert e.value.param == 'tools'
     with pytest.raises(openai.NotFoundError) as e:
         client.chat.completions.create(model='gpt-4o', messages=HELLO)
     assert e.value.param == 'model' and 'demo' in e.value.message
+    assert (e.value.type, e.value.code) == ('invalid_request_error', 'model_not_found')  # as OpenAI answers
     with pytest.raises(openai.NotFoundError):
         client.embeddings.create(model='text-embedding-3-small', input='x')
     ok = client.chat.completions.create(model='demo', messages=HELLO, max_tokens=2, user='someone', store=False)
