@@ -31,7 +31,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from pydantic_core import PydanticCustomError
 from starlette.requests import ClientDisconnect
 
-from .embed import MAX_CHARS, EmbedError
+from .embed import MAX_CHARS, EmbedError, Stopped, check_text
 from .engine import Engine, Outcome
 from .history import EmptyMessage
 from .schemas import MAX_TOKENS, ChatRequest, Message, Settings, TextRequest, UserError
@@ -502,15 +502,13 @@ EMBEDDINGS_OFF = 'Embeddings are off in this connector ("embedding": "off" in co
 
 def embed_tokens(embeddings, # the app's `Embeddings`, its model loaded
                  texts: list[str]) -> int:
-    "The tokens of `texts` as the embedding model's tokenizer counts them (special tokens left out); their words for a model without one."
-    model = embeddings.embedder
-    while model is not None and not hasattr(model, 'tokenizer'): model = getattr(model, 'model', None)  # a Hybrid holds an Embedder holds a SentenceTransformer
-    if model is None: return sum(len(t.split()) for t in texts)
-    return sum(map(len, model.tokenizer(texts, add_special_tokens=False, verbose=False)['input_ids']))
+    "The tokens of `texts` as the embedding model's tokenizer counts them (special tokens left out); their words for a model that cannot say."
+    count = getattr(embeddings.embedder, 'tokens', None)
+    return count(texts) if count else sum(len(t.split()) for t in texts)
 
 def add_openai_embeddings(app: FastAPI):
-    "The `/v1/embeddings` route, on the app's embedding thread."
-    embeddings, embedder, limits = app.state.embeddings, app.state.embedder, app.state.limits
+    "The `/v1/embeddings` route, through the embedding queue the app's route uses."
+    embeddings, limits = app.state.embeddings, app.state.limits
     @app.post('/v1/embeddings', openapi_extra=body_schema(EmbedBody))
     async def embeddings_route(http: Request) -> Response:
         "OpenAI's embeddings: one string or a list, as floats or base64 of little-endian float32, with the tokens read as `usage`."
@@ -520,10 +518,12 @@ def add_openai_embeddings(app: FastAPI):
             if body.model not in (known := embed_ids(embeddings)): raise ApiError(
                 404, f'The embedding model {body.model!r} does not exist here: this connector embeds with {known[0]!r} (GET /v1/models).', 'model', 'model_not_found')
             texts = [body.input] if isinstance(body.input, str) else body.input
-            loop, vectors = asyncio.get_running_loop(), []
             for i, t in enumerate(texts):
-                try: vectors.append(await loop.run_in_executor(embedder, embeddings.embed, t))
+                try: check_text(t)
                 except EmbedError as e: raise ApiError(e.status, f'input[{i}]: {e}' if len(texts) > 1 else str(e), 'input') from None
+            try: vectors = await embeddings.aembed(texts, http.is_disconnected)
+            except EmbedError as e: raise ApiError(e.status, str(e), 'input') from None
+            except Stopped: raise ApiError(400, 'The client left before its embeddings were computed.', None) from None
             tokens = await asyncio.to_thread(embed_tokens, embeddings, texts)
         except ApiError as e: return e.response()
         except Exception as e: return api_failure(e).response()

@@ -17,7 +17,6 @@ import logging
 import os
 import re
 import socket
-from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from functools import partial
@@ -29,7 +28,7 @@ from pydantic import ValidationError
 from starlette.background import BackgroundTask
 from starlette.requests import ClientDisconnect
 
-from .embed import MAX_CHARS, OFF, EmbedError, Embeddings
+from .embed import MAX_CHARS, OFF, EmbedError, Embeddings, Stopped
 from .engine import Engine, Outcome
 from .guard import Guard, GuardMiddleware
 from .schemas import ChatRequest, Reply, TextRequest, UserError, describe_errors
@@ -202,6 +201,9 @@ def embed_failure(e: Exception) -> JSONResponse:
     if isinstance(e, ClientDisconnect):  # the client left mid-body (e.g. the app closed): nobody reads the answer
         log.info('embedding: the client left before sending the whole text')
         e = EmbedError('The client left before sending the whole text.', 400)
+    elif isinstance(e, Stopped):  # it left while its text waited: the queue dropped the work
+        log.info('embedding: the client left before its vector was computed')
+        return JSONResponse(status_code=400, content={'error': str(e)})
     elif not isinstance(e, EmbedError):
         log.error('embedding failed', exc_info=e)
         e = EmbedError(f'The embedding model failed: {type(e).__name__}: {e}', 500)
@@ -220,7 +222,7 @@ async def lifespan(app: FastAPI):
     "Run the app's `on_start` when the server starts; stop its streams and threads when it stops."
     if app.state.on_start: app.state.on_start()
     yield
-    app.state.worker.shutdown(); app.state.embedder.shutdown(wait=False, cancel_futures=True)
+    app.state.worker.shutdown(); app.state.embeddings.shutdown()
 
 # %% ../nbs/07_server.ipynb #4a1d02dc
 async def admit(app: FastAPI, # the app: its state holds the host, the worker and the limits
@@ -318,8 +320,8 @@ def add_embedding(app: FastAPI, path: str):
         try:
             text_codec(ctype)  # an unread charset is refused before the body is read
             body = await read_capped(http, MAX_BODY, too_long)
-            vector = await asyncio.get_running_loop().run_in_executor(app.state.embedder,
-                                                                      lambda: embeddings.embed(plain_text(body, ctype)))
+            text = await asyncio.to_thread(plain_text, body, ctype)
+            vector, = await embeddings.aembed([text], http.is_disconnected)
         except Exception as e: return embed_failure(e)
         return JSONResponse({'embedding': vector})
 
@@ -350,7 +352,6 @@ def create_app(host: ModelHost, # the model, or its loading state
     app.add_middleware(GuardMiddleware, guard=guard)  # in front of every route, /health and unknown paths included
     app.state.host, app.state.worker, app.state.limits, app.state.guard = host, Worker(limits.queue), limits, guard
     app.state.embeddings = embeddings or Embeddings(OFF)
-    app.state.embedder = ThreadPoolExecutor(max_workers=1, thread_name_prefix='embed')  # apart from generation: neither waits for the other
     app.state.on_start = on_start
     add_full_replies(app, routes); add_streams(app, routes); add_cancels(app, routes)
     add_embedding(app, routes['embedding-rest']); add_health(app)

@@ -54,7 +54,8 @@ def test_a_folder_import_of_32_chunks_at_once_all_succeed(base):
     assert [r.status_code for r in replies] == [200] * len(texts), [(r.status_code, r.text[:200]) for r in replies if r.status_code != 200]
     vectors = [r.json()['embedding'] for r in replies]
     health = httpx.get(base + '/health').json()['embedding']
-    assert health['status'] == 'ready' and health['model'] == 'hybrid: all-MiniLM-L6-v2 + lexical', health
+    assert health['status'] == 'ready' and health['mode'] == 'multilingual', health
+    assert health['model'] == 'multilingual: USE multilingual v3, calibrated', health
     assert {len(v) for v in vectors} == {health['dimensions']}, ({len(v) for v in vectors}, health)
     with httpx.Client() as client:  # each text again, alone: the same vector
         for i in (0, 1, 3, 4, 30, 31):
@@ -62,3 +63,51 @@ def test_a_folder_import_of_32_chunks_at_once_all_succeed(base):
             assert max(abs(a - b) for a, b in zip(alone, vectors[i])) < 1e-6, i
     assert vectors[0] != vectors[1]
     print(f'32 concurrent embedding requests answered in {elapsed:.1f} s')
+
+
+def test_a_folder_import_as_the_app_sends_it_answers_every_chunk_in_time(base):
+    """24 files at once, each sending its 3 chunks of about 2,000 characters one after another (the app's order), in
+    English and Chinese: every request answered 200 within the app's 100 s, with a vector of the mode's length."""
+    items = [f'File {f}, chunk {c}. ' + (TOPICS[(f + c) % len(TOPICS)] + ' ') * (2000 // (len(TOPICS[(f + c) % len(TOPICS)]) + 1))
+             for f in range(24) for c in range(3)]
+    answers, lock, go = [], threading.Lock(), threading.Barrier(24)
+
+    def file(f: int):
+        with httpx.Client() as client:
+            go.wait(60)
+            for c in range(3):
+                t0 = time.perf_counter()
+                r = post(client, base, items[3 * f + c])
+                with lock: answers.append((r.status_code, time.perf_counter() - t0, len(r.json().get('embedding', ()))))
+
+    threads = [threading.Thread(target=file, args=(f,)) for f in range(24)]
+    for t in threads: t.start()
+    for t in threads: t.join(600)
+    dims = httpx.get(base + '/health').json()['embedding']['dimensions']
+    assert len(answers) == 72 and {code for code, _, _ in answers} == {200}, answers
+    assert {n for _, _, n in answers} == {dims} and max(s for _, s, _ in answers) < 100, answers
+
+
+def test_a_client_that_leaves_takes_its_work_with_it(base):
+    """Three clients send a long text each and hang up; a short request sent after them is answered in a fraction of
+    the time one long text takes, because the queue drops the leavers' work (a ratio measured in this run)."""
+    long = '\n'.join(f'Paragraph {i}. ' + TOPICS[i % len(TOPICS)] * 6 for i in range(900))[:190_000]
+    with httpx.Client() as client:
+        t0 = time.perf_counter()
+        assert post(client, base, long).status_code == 200
+        alone = time.perf_counter() - t0
+
+    def leave():
+        try: httpx.post(base + '/embedding', content=long.encode('utf-8'), timeout=0.5,
+                        headers={'Content-Type': 'text/plain; charset=utf-8'})
+        except httpx.TimeoutException: pass  # the client gives up and closes its connection
+
+    leavers = [threading.Thread(target=leave) for _ in range(3)]
+    for t in leavers: t.start()
+    for t in leavers: t.join()
+    with httpx.Client() as client:
+        t0 = time.perf_counter()
+        assert post(client, base, 'A short question after they left.').status_code == 200
+        short = time.perf_counter() - t0
+    assert short < alone / 2, (short, alone)
+    print(f'one long text alone {alone:.1f} s; a short one after three clients left with theirs: {short:.1f} s')
