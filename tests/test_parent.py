@@ -2,9 +2,11 @@
 children. The connector, still importing its libraries, must end with that shell when the shell is PowerShell or
 when `--exit-with-parent` asks for it, and must outlive any other shell (a server started with nohup)."""
 import os
+import re
 import shlex
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -75,13 +77,22 @@ def launch(tmp_path):
     for l in started: l.close()
 
 
+def port_open(port: int) -> bool:
+    try: socket.create_connection(('127.0.0.1', port), timeout=2).close(); return True
+    except OSError: return False
+
+
 def test_the_connector_ends_with_its_shell_when_asked(launch):
     l = launch('sh', '--exit-with-parent')
-    assert wait_for(l.importing_torch, 10)  # a fraction of a second in; importing takes seconds more: it owns no port yet
+    assert wait_for(l.importing_torch, 10)  # a fraction of a second in; importing takes seconds more
+    first = l.out.read_text()
+    port = int(re.search(r'http://127\.0\.0\.1:(\d+)', first).group(1))  # the stand-in answers meanwhile (`09_main`)
+    assert first.startswith('fc_chatglm: starting') and port_open(port), first
     l.kill_shell()
     assert wait_for(lambda: gone(l.connector), 2), 'the connector outlived the shell that started it'
-    assert 'listening on' not in l.out.read_text(), l.out.read_text()
+    assert 'listening on' not in l.out.read_text(), l.out.read_text()  # killed before the server proper took the port
     assert 'has ended' in l.err.read_text(), l.err.read_text()
+    assert not port_open(port), 'the port outlived the connector'
 
 
 def test_the_connector_ends_with_powershell_unasked(launch, tmp_path):

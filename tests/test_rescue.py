@@ -2,14 +2,20 @@
 requirement that cannot be imported still listens, and every endpoint says what to install."""
 import json
 import os
+import select
 import shutil
+import socket
 import subprocess
 import sys
+import threading
+import time
 
 import httpx
 import pytest
 
+from fc_chatglm.guard import Guard
 from fc_chatglm.launch import PROJECT
+from fc_chatglm.rescue import rescue_server
 from fc_chatglm.testing import app_stream, start_connector
 
 
@@ -67,3 +73,33 @@ def test_pack_with_a_missing_requirement_prints_the_problem(tmp_path, monkeypatc
                        timeout=60, env=env)
     assert r.returncode == 1 and 'PyTorch is not installed' in r.stderr, (r.returncode, r.stderr)
     assert not (folder / 'dist').exists()
+
+
+def test_a_burst_of_connections_waits_in_the_backlog():
+    "40 connections at once, before the stand-in accepts any: each is taken into the backlog at once, as by the real server."
+    server = rescue_server('a problem', '127.0.0.1', 0, {})  # listening, not yet accepting
+    clients = [socket.socket() for _ in range(40)]
+    try:
+        for c in clients: c.setblocking(False); c.connect_ex(server.server_address)
+        connected, deadline = set(), time.monotonic() + 0.5  # a connection past the backlog waits a second for a retry
+        while len(connected) < len(clients) and time.monotonic() < deadline:
+            _, ready, _ = select.select([], [c for c in clients if c not in connected], [], 0.05)
+            connected |= {c for c in ready if c.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR) == 0}
+        assert len(connected) == len(clients), f'{len(connected)} of {len(clients)} connected'
+    finally:
+        for c in clients: c.close()
+        server.server_close()
+
+
+
+def test_the_stand_in_server_logs_its_refusals(caplog):
+    "The stand-in server tells each refusal to the log as the real server does (the same `RefusalLog`)."
+    server = rescue_server('broken', '127.0.0.1', 0, {'/chat': 'chat-rest'}, Guard())
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        base = f'http://127.0.0.1:{server.server_address[1]}'
+        with caplog.at_level('WARNING', logger='fc_chatglm'):
+            assert httpx.post(base + '/chat', content=b'{}', headers={'Origin': 'http://stand-in.example'}).status_code == 403
+        assert any("Origin 'http://stand-in.example'" in r.getMessage() for r in caplog.records), caplog.text
+    finally:
+        server.shutdown(); server.server_close()

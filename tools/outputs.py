@@ -32,6 +32,7 @@ VOLATILE = [  # (pattern, replacement): what differs between two runs of the sam
     (re.compile(r'\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3}'), '<time>'),
     (re.compile(r'((?:127\.0\.0\.1|localhost|\[::1\]|::1)[:/]*)\d{2,5}'), r'\1<port>'),
     (re.compile(r'\bpid[ =]\d+'), 'pid <n>'),
+    (re.compile(r'SHA-256 [0-9a-f]{64}'), 'SHA-256 <hash>'),  # a package's: it changes with every change of the sources
 ]
 
 
