@@ -291,9 +291,20 @@ class UpstreamEmbeddings:
         "The upstream's vector of `text`; an `EmbedError` (502, 503) saying why not."
         if self.status == 'failed': raise EmbedError(f'Embeddings cannot be served: {self.error}', 503)
         if not text.strip(): raise EmbedError('The text to embed is empty.')
-        return self.engine.run(self.aembed(text)).result()
+        return self.engine.run(self.fetch(text)).result()
 
-    async def aembed(self, text: str) -> list[float]:
+    async def aembed(self, texts: list[str], # the texts of one request
+                     gone=None, # unused: the upstream queues its own work
+                     ) -> list[list[float]]:
+        "The upstream's vectors of `texts`, asked one by one on the upstream's connection (its own event loop)."
+        if self.status == 'failed': raise EmbedError(f'Embeddings cannot be served: {self.error}', 503)
+        if any(not t.strip() for t in texts): raise EmbedError('The text to embed is empty.')
+        return [await asyncio.wrap_future(self.engine.run(self.fetch(t))) for t in texts]
+
+    def shutdown(self): pass  # nothing of its own to stop: the engine closes the connection
+
+    async def fetch(self, text: str) -> list[float]:
+        "One text's vector from the upstream's `/embeddings`, on its connection's loop."
         c = self.engine
         try:
             r = await c.client().post(c.up.url + '/embeddings', json={'model': await model_name(c), 'input': text})
@@ -307,4 +318,5 @@ class UpstreamEmbeddings:
 
     def health(self) -> dict:
         "What /health says about embeddings."
-        return {'status': self.status, 'model': f'{self.spec} (upstream)', 'dimensions': self.dimensions, 'error': self.error}
+        return {'status': self.status, 'mode': 'upstream', 'model': f'{self.spec} (upstream)', 'dimensions': self.dimensions,
+                'error': self.error}
