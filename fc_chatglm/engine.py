@@ -40,6 +40,7 @@ class Engine:
     def generate(self, request: ChatRequest | TextRequest, # the app's request
                  cancel: threading.Event, # set to stop the reply at the next token
                  on_text: Callable[[str], None], # called with each new piece of text
+                 constrain: Callable | None = None, # wraps the request's token chooser (`Sampler`) so that it chooses only allowed tokens; None: any token
                  ) -> 'Outcome':
         "Write the reply to `request`, streaming its text to `on_text`; blocks until it is finished, cancelled or failed."
         raise NotImplementedError
@@ -263,11 +264,12 @@ def decode_prompt(decoder: Decoder, # the engine's decoder (its lock held)
                   p: GenerationParams, # sampling and the reply's length
                   cancel: threading.Event, # set to stop at the next token
                   on_text: Callable[[str], None], # called with each new piece of text
+                  constrain: Callable | None = None, # wraps the `Sampler` (see `Engine.generate`)
                   ) -> 'Outcome':
     "Decode `prompt`'s reply as one `Decoder.reply`; memory that runs out becomes a `UserError`."
     t0 = time.perf_counter()
     try:
-        with decoder.reply(prompt.ids, Sampler(p), p.max_new_tokens, cancel) as reply:
+        with decoder.reply(prompt.ids, constrain(Sampler(p)) if constrain else Sampler(p), p.max_new_tokens, cancel) as reply:
             text, reason, tokens, first = read_reply(reply, fmt, cancel, on_text, t0)
     except Exception as e:
         if not out_of_memory(e): raise
@@ -357,6 +359,7 @@ class TransformersEngine(Engine):
     def generate(self, request: ChatRequest | TextRequest, # the app's request
                  cancel: threading.Event | None = None, # set it to stop at the next token
                  on_text: Callable[[str], None] = lambda s: None, # called with each new piece of text
+                 constrain: Callable | None = None, # wraps the `Sampler` to choose only allowed tokens (`Engine.generate`)
                  ) -> Outcome:
         "Generate the reply to `request`, streaming text to `on_text`; blocks until done."
         cancel, p = cancel or threading.Event(), GenerationParams.from_settings(request.settings)
@@ -365,4 +368,4 @@ class TransformersEngine(Engine):
         except Cancelled: return Outcome('', 'cancelled')
         with self.lock:
             if cancel.is_set(): return Outcome('', 'cancelled', len(prompt.ids), dropped_rounds=prompt.dropped, form=prompt.form)
-            return decode_prompt(self.decoder, self.fmt, prompt, p, cancel, on_text)
+            return decode_prompt(self.decoder, self.fmt, prompt, p, cancel, on_text, constrain)
