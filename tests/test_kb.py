@@ -55,7 +55,7 @@ def test_a_folder_import_of_32_chunks_at_once_all_succeed(base):
     vectors = [r.json()['embedding'] for r in replies]
     health = httpx.get(base + '/health').json()['embedding']
     assert health['status'] == 'ready' and health['mode'] == 'multilingual', health
-    assert health['model'] == 'multilingual: USE multilingual v3, calibrated', health
+    assert health['model'] == 'multilingual: USE multilingual v3, centred + lexical', health
     assert {len(v) for v in vectors} == {health['dimensions']}, ({len(v) for v in vectors}, health)
     with httpx.Client() as client:  # each text again, alone: the same vector
         for i in (0, 1, 3, 4, 30, 31):

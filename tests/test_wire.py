@@ -323,13 +323,13 @@ def test_embedding_rest_as_the_knowledge_base_calls_it(base):
         assert r.status_code == 200 and r.headers['content-type'] == 'application/json', r.text
         assert set(r.json()) == {'embedding'}
         vectors.append(r.json()['embedding'])
-    assert all(len(v) == 513 and abs(sum(x * x for x in v) - 1) < 1e-4 for v in vectors)  # the default mode, multilingual
+    assert all(len(v) == 2561 and abs(sum(x * x for x in v) - 1) < 1e-4 for v in vectors)  # the default mode, multilingual
     cos = lambda a, b: sum(x * y for x, y in zip(a, b))
     assert cos(vectors[0], vectors[1]) > 0.7 > cos(vectors[0], vectors[2]), (cos(vectors[0], vectors[1]), cos(vectors[0], vectors[2]))  # the app's threshold
     assert embed(base, texts[0]).json()['embedding'] == vectors[0]  # the same text, the same vector
     health = httpx.get(base + '/health').json()['embedding']
     assert {k: health[k] for k in ('status', 'mode', 'model', 'dimensions', 'error')} == {
-        'status': 'ready', 'mode': 'multilingual', 'model': 'multilingual: USE multilingual v3, calibrated', 'dimensions': 513, 'error': None}
+        'status': 'ready', 'mode': 'multilingual', 'model': 'multilingual: USE multilingual v3, centred + lexical', 'dimensions': 2561, 'error': None}
     assert health['queue'] == {'waiting': 0, 'characters': 0, 'pace': health['queue']['pace']}, health
 
 
