@@ -291,10 +291,12 @@ def lexical(text: str, # any language
             dims: int = LEXICAL_DIMS, # hashed dimensions
             ) -> torch.Tensor:
     "The unit vector of `text`'s terms, hashed into `dims` signed dimensions (all zeros if it has none)."
-    v = torch.zeros(dims, dtype=torch.float64)
+    where, weight = [], []
     for term, n in Counter(terms(text)).items():
         h = hashlib.blake2b(term.encode('utf-8'), digest_size=8).digest()
-        v[int.from_bytes(h[:4], 'little') % dims] += (1 + math.log(n)) * (1 if h[4] & 1 else -1)
+        where.append(int.from_bytes(h[:4], 'little') % dims)
+        weight.append((1 + math.log(n)) * (1 if h[4] & 1 else -1))
+    v = torch.zeros(dims, dtype=torch.float64).index_add_(0, torch.tensor(where, dtype=torch.long), torch.tensor(weight, dtype=torch.float64))
     return F.normalize(v, dim=0).float()
 
 # %% ../nbs/06a_embed.ipynb #c2843efe
