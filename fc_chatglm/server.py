@@ -31,6 +31,7 @@ from starlette.requests import ClientDisconnect
 from .embed import MAX_CHARS, OFF, EmbedError, Embeddings, Stopped
 from .engine import Engine, Outcome
 from .guard import Guard, GuardMiddleware
+from .rescue import bind_socket
 from .schemas import ChatRequest, Reply, TextRequest, UserError, describe_errors
 from .worker import Inbox, Job, ModelHost, Worker
 
@@ -359,22 +360,11 @@ def create_app(host: ModelHost, # the model, or its loading state
 
 # %% ../nbs/07_server.ipynb #6f4cfeb0
 def open_socket(host: str, port: int) -> socket.socket:
-    "A listening-ready socket bound to (host, port), or a `UserError` saying why not."
-    try: return _bound(host, port)
+    "A listening-ready socket bound to (host, port) by `bind_socket` (`08d_rescue`, which binds before torch is imported), or a `UserError` saying why not."
+    try: return bind_socket(host, port)
     except OSError as e:
         raise UserError(f'Cannot listen on {host}:{port} ({e.strerror}). Is another connector running? '
                           'Stop it, or change base_url in connector.json and the port with --port.') from None
-
-def _bound(host: str, port: int) -> socket.socket:
-    "A TCP socket bound to (host, port); the OSError if it cannot be."
-    family = socket.AF_INET6 if ':' in host else socket.AF_INET
-    sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
-    try:
-        if os.name != 'nt': sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        if host.strip('[]') == '::': sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)  # IPv4 too, as on Linux
-        sock.bind((host.strip('[]'), port))
-    except OSError: sock.close(); raise
-    return sock
 
 # %% ../nbs/07_server.ipynb #0b63c211
 def open_sockets(host: str, # the manifest's host (or --host)
@@ -384,7 +374,7 @@ def open_sockets(host: str, # the manifest's host (or --host)
     if host.lower() != 'localhost': return [open_socket(host, port)]
     for _ in range(20):  # port 0: a port free on both addresses
         first = open_socket('127.0.0.1', port)
-        try: return [first, _bound('::1', first.getsockname()[1])]
+        try: return [first, bind_socket('::1', first.getsockname()[1])]
         except OSError as e:
             if e.errno in (errno.EADDRNOTAVAIL, errno.EAFNOSUPPORT): return [first]  # no IPv6 here: clients use 127.0.0.1
             first.close()
