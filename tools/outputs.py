@@ -14,7 +14,7 @@ kind only. Nothing written to stderr is kept (logs, progress bars). A cell whose
 speed of the machine says `#| output: false`: its output is neither saved nor compared (Quarto does not show it either).
 
 `--check` with no notebook named runs every notebook in nbs/, so it is the notebooks' test run too (a cell that raises
-fails it, as under `nbdev_test`): a notebook without saved outputs (the README's, index.ipynb) is run, not compared.
+fails it, as under `nbdev_test`); a notebook without saved outputs would be run, not compared.
 """
 import argparse
 import difflib
