@@ -17,7 +17,9 @@ What it does, each step skipped when its result is already in the cache folder
 5. runs both engines interleaved (connector, then llama.cpp, for each model and precision, `--repeats`
    rounds), with the same threads, a prompt of `--prompt` tokens and `--new` new tokens, batch 1,
    greedy. The connector's modes are its dtypes against llama.cpp's F32, F16 and BF16, `int8`
-   (`--quantize 8bit`: 8-bit weights, the rest bfloat16 where native) against Q8_0, and `int4` (the
+   (`--quantize 8bit`: 8-bit weights, the rest bfloat16 where native) against Q8_0, `int8-dynamic`
+   (`--quantize 8bit-dynamic`: the same weights on fbgemm with 8-bit activations; only when named
+   in `--precisions`) against Q8_0 too, and `int4` (the
    int4 checkpoint on torch's CPU int4 kernel, the rest bfloat16) against Q4_0. The connector runs in
    a child process per run: `load_engine` (device cpu, the mode, decode auto = eager on a CPU), one warm-up generation, then one timed `engine.generate` over a
    text prompt continued as it is; the prompt speed is prompt tokens / `Outcome.first_token_s`, the
@@ -28,8 +30,9 @@ What it does, each step skipped when its result is already in the cache folder
    connector child's own peak RSS (loading included) and its RSS once loaded; llama.cpp's from
    `/usr/bin/time -v` where there is one, else psutil polling;
 6. prints the medians, the ratios per precision in the issue's table form (#19), the fixed cost
-   per new token on the demo model, and the full ChatGLM2-6B estimate (28 layers) from the 2- and
-   4-layer fit: time per token = fixed + per layer x layers, memory likewise.
+   per new token on the demo model, each engine's time per token split into a part per layer and
+   a fixed part from the 2- and 4-layer runs, and the full ChatGLM2-6B estimate (28 layers) from
+   that fit: time per token = fixed + per layer x layers, memory likewise.
 
 It is a benchmark, not a test: it asserts nothing about time. Disk: about 30 GB in the cache folder.
 Memory: about 9 GB at most (the connector's 4-layer float32 run: the model and one shard). Time,
@@ -44,6 +47,16 @@ connector's time goes; `nbs/cpu.md` has both scripts' output and what it suggest
     python benchmarks/bench_cpu_vs_llamacpp.py --quick           # 1 round, 32 new tokens
     python benchmarks/bench_cpu_vs_llamacpp.py --repeats 3 --threads 4 --json results.json
     python benchmarks/bench_cpu_vs_llamacpp.py --quick --layers 2 --precisions int8 int4 --no-check  # the quantized modes only
+    python benchmarks/bench_cpu_vs_llamacpp.py --quick --isa avx2 --precisions float32 int8 int8-dynamic --quants  # as an AVX2 desktop
+
+`--isa avx2` (or `avx512`) runs the connector as a CPU with that instruction set (torch's
+`ATEN_CPU_CAPABILITY`, oneDNN's `ONEDNN_MAX_CPU_ISA`, fbgemm's `FBGEMM_ENABLE_INSTRUCTIONS`, set for
+its child processes) and llama.cpp built for it (`llamacpp.py build --isa avx2`: no AVX-512, no AMX),
+so one machine gives the figures of a smaller one; the CPU's model and flags and torch's capability
+are printed first. The memory and cores stay the machine's own, so the figures are an emulation,
+not a measurement of such a desktop. With two layer counts, a table splits each engine's time per
+token into a part per layer and a fixed part (the output layer, the sampler, the loop), the way a
+28-layer model feels them.
 
 Tested with llama-cpp-python 0.3.36 (llama.cpp 0c1e570), torch 2.13.0, numpy 2.4.6, sentencepiece 0.2.3,
 transformers 5.24.0, psutil 7.2.2; gcc 12, cmake 3.25. None of these is a requirement of the package.
@@ -56,11 +69,39 @@ sys.path.insert(0, str(HERE.parent))  # import fc_chatglm from the repo root
 sys.path.insert(0, str(HERE))
 import llamacpp
 
-PRECISIONS = [('float32', 'F32'), ('float16', 'F16'), ('bfloat16', 'BF16'), ('int8', 'Q8_0'), ('int4', 'Q4_0')]  # the connector's mode, llama.cpp's type
+PRECISIONS = [('float32', 'F32'), ('float16', 'F16'), ('bfloat16', 'BF16'), ('int8', 'Q8_0'), ('int8-dynamic', 'Q8_0'),
+              ('int4', 'Q4_0')]  # the connector's mode, llama.cpp's type
 MODES = {'int8': dict(dtype='auto', quantize='8bit'),  # 8-bit weights (`03c_quantize`), the rest bfloat16 where native
+         'int8-dynamic': dict(dtype='auto', quantize='8bit-dynamic'),  # the same weights on fbgemm, 8-bit activations (`DynamicInt8Linear`)
          'int4': dict(dtype='bfloat16')}  # the int4 checkpoint (`int4_checkpoint`) on the CPU int4 kernel, the rest bfloat16
 QUANTS = ['Q8_0', 'Q4_0']  # llama.cpp only
 FULL_LAYERS = 28  # ChatGLM2-6B
+ISA_ENV = {  # --isa: what the connector's processes are told, so that a bigger x86 machine runs as a smaller one
+    'native': {},
+    'avx2': {'ATEN_CPU_CAPABILITY': 'avx2', 'ONEDNN_MAX_CPU_ISA': 'AVX2', 'FBGEMM_ENABLE_INSTRUCTIONS': 'AVX2'},
+    'avx512': {'ATEN_CPU_CAPABILITY': 'avx512', 'ONEDNN_MAX_CPU_ISA': 'AVX512_CORE_BF16', 'FBGEMM_ENABLE_INSTRUCTIONS': 'AVX512_E1'}}
+ISA_NEEDS = {'native': (), 'avx2': ('avx2', 'fma', 'f16c'), 'avx512': ('avx512f', 'avx512bw', 'avx512_vnni', 'avx512_bf16')}
+SHOWN_FLAGS = ('avx2', 'fma', 'f16c', 'avx_vnni', 'avx512f', 'avx512bw', 'avx512_vnni', 'avx512_bf16', 'avx512_fp16', 'amx_tile', 'amx_int8', 'amx_bf16')
+
+
+def cpu_info() -> tuple[str, set[str] | None]:
+    "The CPU's model name and its flags (from /proc/cpuinfo on Linux; elsewhere the platform's name and None)."
+    import platform
+    try: text = Path('/proc/cpuinfo').read_text()
+    except OSError: return platform.processor() or platform.machine(), None
+    field = lambda k: next((l.split(':', 1)[1].strip() for l in text.splitlines() if l.startswith(k)), '')
+    return field('model name') or platform.machine(), set(field('flags').split())
+
+
+def use_isa(isa: str) -> str:
+    "Set the environment for `isa` (children inherit it; call before importing torch); return a line saying what runs."
+    name, flags = cpu_info()
+    missing = [f for f in ISA_NEEDS[isa] if flags is not None and f not in flags]
+    if missing: raise SystemExit(f'--isa {isa} needs {", ".join(missing)}, which this CPU ({name}) lacks: use --isa native')
+    os.environ.update(ISA_ENV[isa])
+    has = ' '.join(f for f in SHOWN_FLAGS if f in flags) if flags is not None else 'unknown (no /proc/cpuinfo)'
+    env = ' '.join(f'{k}={v}' for k, v in ISA_ENV[isa].items()) or 'none'
+    return f'CPU: {name}; flags: {has}; --isa {isa} (environment: {env})'
 
 
 # ---- the connector, in a child process (`--child`): prints one JSON line
@@ -136,7 +177,7 @@ def measured(cmd: list[str]) -> tuple[str, str, int]:
 
 
 def llama(gguf: Path, a, extra: tuple[str, ...] = ()) -> dict:
-    out, _, peak = measured([str(llamacpp.exe('llama-bench')), '-m', str(gguf), '-p', str(a.prompt), '-n', str(a.new),
+    out, _, peak = measured([str(llamacpp.exe('llama-bench', isa=a.isa)), '-m', str(gguf), '-p', str(a.prompt), '-n', str(a.new),
                              '-t', str(a.threads), '-r', '1', '-o', 'json', *extra])
     rows = json.loads(out)
     pp = next(r for r in rows if r['n_prompt'] and not r['n_gen'])
@@ -165,9 +206,9 @@ def llama_options(models, a) -> tuple[dict, list[str]]:
     return options, notes
 
 
-def llama_simple(gguf: Path, prompt: str, n: int) -> bytes:
+def llama_simple(gguf: Path, prompt: str, n: int, isa: str = 'native') -> bytes:
     "llama-simple's greedy run over `prompt` (text; special tokens are parsed) with `n` new tokens: what it prints, the prompt's pieces then the new ones."
-    r = subprocess.run([str(llamacpp.exe('llama-simple')), '-m', str(gguf), '-n', str(n), prompt], capture_output=True)
+    r = subprocess.run([str(llamacpp.exe('llama-simple', isa=isa)), '-m', str(gguf), '-n', str(n), prompt], capture_output=True)
     if r.returncode: raise RuntimeError(f'llama-simple failed ({r.returncode}):\n{r.stderr[-3000:].decode(errors="replace")}')
     return r.stdout.rstrip(b'\n')
 
@@ -243,7 +284,7 @@ def demo_folder(cache: Path) -> Path:
     return demo
 
 
-def prepare(cache: Path, layers: list[int]) -> dict[str, dict]:
+def prepare(cache: Path, layers: list[int], isa: str = 'native') -> dict[str, dict]:
     "Checkpoints and GGUF files for the demo and each 6B-width layer count: {name: {'folder', 'layers', 'types', 'gguf': {type: path}}}."
     models = {'demo': dict(folder=demo_folder(cache), layers=None, types=['F32'])}
     types = list(dict.fromkeys(['F32'] + [t for _, t in PRECISIONS] + QUANTS))  # quantized from F32
@@ -255,7 +296,7 @@ def prepare(cache: Path, layers: list[int]) -> dict[str, dict]:
         for t, path in m['gguf'].items():
             if (t in QUANTS) != quant: continue
             if not path.exists():
-                s = llamacpp.quantize(m['folder']/'ggml-F32.gguf', path, t) if t in QUANTS else \
+                s = llamacpp.quantize(m['folder']/'ggml-F32.gguf', path, t, isa=isa) if t in QUANTS else \
                     llamacpp.convert(m['folder'], path, t.lower())
                 print(f'  {name}: {path.name} in {s:.0f} s', flush=True)
     return models
@@ -287,6 +328,7 @@ def report(models, res, a, elapsed):
             cp, lp, cg, lg = med(c, 'prompt_tok_s'), med(l, 'prompt_tok_s'), med(c, 'gen_tok_s'), med(l, 'gen_tok_s')
             print(f'| {dt} | {cp:,.0f} / {lp:,.0f} ({cp / lp:.2f}) | {cg:.1f} / {lg:.1f} ({cg / lg:.2f}) | '
                   f'{max(r["peak_rss"] for r in c) / GB:.1f} ({med(c, "loaded_rss") / GB:.1f}) / {max(r["peak_rss"] for r in l) / GB:.1f} |')
+        if not QUANTS: continue
         q = [L[name, t] for t in QUANTS]
         pp = ' / '.join(f"{med(r, 'prompt_tok_s'):,.0f}" for r in q)
         tg = ' / '.join(f"{med(r, 'gen_tok_s'):.1f}" for r in q)
@@ -298,6 +340,7 @@ def report(models, res, a, elapsed):
               f'{1e3 / med(c, "gen_tok_s"):.2f} ms in the connector (float32) against {1e3 / med(l, "gen_tok_s"):.3f} ms in llama.cpp (F32): '
               f'the fixed cost of a step; prompt {med(c, "prompt_tok_s"):,.0f} against {med(l, "prompt_tok_s"):,.0f} tok/s.')
     sizes = sorted((m['layers'], n) for n, m in models.items() if m['layers'])
+    if len(sizes) >= 2: split_table(res, sizes)
     if len(sizes) >= 2:
         (n2, k2), (n4, k4) = sizes[0], sizes[-1]
         print(f'\n### ChatGLM2-6B ({FULL_LAYERS} layers), estimated from the {n2}- and {n4}-layer runs '
@@ -323,6 +366,24 @@ def report(models, res, a, elapsed):
     print(f'\nThe benchmark took {elapsed / 60:.1f} min (build and files: {res["prep_s"] / 60:.1f} min, runs: {res["run_s"] / 60:.1f} min).')
 
 
+def split_table(res, sizes):
+    "Per layer and fixed cost of a new token and of a prompt token, connector against llama.cpp, from the two layer counts."
+    C, L = res['connector'], res['llama']
+    (n2, k2), (n4, k4) = sizes[0], sizes[-1]
+    print(f'\n### Per layer and fixed, from the {n2}- and {n4}-layer runs (ms; in brackets llama.cpp\'s time / the connector\'s: '
+          f'its speed as a fraction of llama.cpp\'s)\n')
+    print('| connector / llama.cpp | new token: per layer | new token: fixed | prompt token: per layer | prompt token: fixed |')
+    print('|---|---|---|---|---|')
+    fit = lambda r2, r4, k: estimate(1e3 / med(r2, k), 1e3 / med(r4, k), n2, n4)[:2]
+    for dt, t in PRECISIONS:
+        cells = []
+        for k in ('gen_tok_s', 'prompt_tok_s'):
+            (cf, cp), (lf, lp) = fit(C[k2, dt], C[k4, dt], k), fit(L[k2, t], L[k4, t], k)
+            ratio = lambda l, c: f'{l / c:.2f}' if c > 0 and l > 0 else 'n/a'
+            cells += [f'{cp:.2f} / {lp:.2f} ({ratio(lp, cp)})', f'{cf:.1f} / {lf:.1f} ({ratio(lf, cf)})']
+        print(f'| {dt} / {t} | ' + ' | '.join(cells) + ' |')
+
+
 def greedy_check(models, a, n: int = 16) -> list[str]:
     "Whether llama-simple (F32) prints the pieces of the connector's float32 greedy tokens, prompt and `n` new tokens, on the demo and the smallest 6B-width model."
     from fc_chatglm.tokenizer import ChatGLMTokenizer
@@ -333,7 +394,7 @@ def greedy_check(models, a, n: int = 16) -> list[str]:
         tok = ChatGLMTokenizer.from_folder(m['folder'])
         want = pieces_bytes(tok, c['prompt_ids'] + c['ids'])
         prompt = pieces_bytes(tok, c['prompt_ids'])
-        got = llama_simple(m['gguf']['F32'], '[gMASK]sop' + c['text'], n)
+        got = llama_simple(m['gguf']['F32'], '[gMASK]sop' + c['text'], n, a.isa)
         if got == want: verdict = f'same prompt and {n} new tokens'
         elif not got.startswith(prompt): verdict = f'DIFFERENT PROMPT PIECES: llama.cpp tokenized the text otherwise ({got[:60]!r} against {prompt[:60]!r})'
         else:
@@ -352,10 +413,14 @@ def main():
     ap.add_argument('--prompt', type=int, default=128, help='prompt tokens')
     ap.add_argument('--new', type=int, default=None, help='new tokens (default 128; --quick: 32)')
     ap.add_argument('--layers', type=int, nargs='+', default=[2, 4], help='6B-width layer counts (two for the full-model fit)')
-    ap.add_argument('--precisions', nargs='+', default=[d for d, _ in PRECISIONS], choices=[d for d, _ in PRECISIONS],
+    ap.add_argument('--precisions', nargs='+', default=[d for d, _ in PRECISIONS if d != 'int8-dynamic'], choices=[d for d, _ in PRECISIONS],
                     help='connector modes to run: dtypes, int8 (--quantize 8bit) and int4 (the int4 checkpoint), each against its llama.cpp type')
     ap.add_argument('--decode', default='auto', help="the connector's decode mode")
+    ap.add_argument('--isa', default='native', choices=list(ISA_ENV),
+                    help='run as a CPU with this instruction set: the connector through torch\'s, oneDNN\'s and fbgemm\'s environment '
+                         'variables, llama.cpp built for it (its own build folder)')
     ap.add_argument('--no-check', action='store_true', help='skip the greedy-token comparison')
+    ap.add_argument('--quants', nargs='*', default=QUANTS, choices=QUANTS, help="llama.cpp's quantized types, made and run whatever the modes")
     ap.add_argument('--cache', type=Path, default=llamacpp.CACHE/'bench', help='checkpoints and GGUF files')
     ap.add_argument('--json', type=Path, help='also write every run to this file')
     # the connector's child process
@@ -370,15 +435,18 @@ def main():
     if a.write_float: return write_float(a.write_float)
     if a.quick and a.repeats == 6: a.repeats = 1
     PRECISIONS[:] = [p for p in PRECISIONS if p[0] in a.precisions]
+    QUANTS[:] = list(dict.fromkeys([*a.quants, *(t for _, t in PRECISIONS if t.startswith('Q'))]))  # the pairs' types always
     t_start = time.perf_counter()
+    cpu = use_isa(a.isa)  # before torch is imported
     import torch
     load = f', load average {os.getloadavg()[0]:.1f}' if hasattr(os, 'getloadavg') else ''
-    print(f'CPU benchmark: connector (torch {torch.__version__}, {torch.backends.cpu.get_cpu_capability()}) against llama.cpp '
-          f'(llama-cpp-python {llamacpp.VERSION}); {os.cpu_count()} CPUs{load}', flush=True)
-    b = llamacpp.build()
-    print(f'llama.cpp build: {b:.0f} s ({"cached" if time.perf_counter() - t_start < b else "built now"}; {llamacpp.bin_dir()})', flush=True)
+    print(f'CPU benchmark: connector (torch {torch.__version__}, CPU capability {torch.backends.cpu.get_cpu_capability()}) against llama.cpp '
+          f'(llama-cpp-python {llamacpp.VERSION}); {os.cpu_count()} CPUs{load}\n{cpu}', flush=True)
+    b = llamacpp.build(isa=a.isa)
+    print(f'llama.cpp build: {b:.0f} s ({"cached" if time.perf_counter() - t_start < b else "built now"}; {llamacpp.bin_dir(isa=a.isa)}; '
+          f'cmake options {" ".join(llamacpp.ISA[a.isa]) or "GGML_NATIVE=ON"})', flush=True)
     a.cache.mkdir(parents=True, exist_ok=True)
-    models = prepare(a.cache, a.layers)
+    models = prepare(a.cache, a.layers, a.isa)
     res = {'connector': {}, 'llama': {}, 'prep_s': time.perf_counter() - t_start}
     if not a.no_check:
         try: res['check'] = greedy_check(models, a)
@@ -387,9 +455,11 @@ def main():
     t_runs = time.perf_counter()
     for r in range(a.repeats):
         for name, m in models.items():
+            ran = {}  # llama.cpp's runs of this round: a type two modes compare with (Q8_0) runs once
             for dt, t in PRECISIONS if m['layers'] else [('float32', 'F32')]:
                 c = connector(m.get(dt, m['folder']), dt, a); res['connector'].setdefault((name, dt), []).append(c)
-                l = llama(m['gguf'][t], a, options[t]); res['llama'].setdefault((name, t), []).append(l)
+                if t not in ran: ran[t] = l = llama(m['gguf'][t], a, options[t]); res['llama'].setdefault((name, t), []).append(l)
+                l = ran[t]
                 print(f'  round {r + 1}/{a.repeats} {name} {dt}: connector {c["prompt_tok_s"]:,.1f} / {c["gen_tok_s"]:.2f} tok/s '
                       f'(load {c["load_s"]:.1f} s, peak {c["peak_rss"] / GB:.2f} GB); llama.cpp {t} {l["prompt_tok_s"]:,.1f} / '
                       f'{l["gen_tok_s"]:.2f} tok/s (peak {l["peak_rss"] / GB:.2f} GB)', flush=True)

@@ -7,7 +7,13 @@ downloaded. The build (cmake, a C++ compiler: `llama-bench`, `llama-quantize` an
 goes into a cache folder outside the repository and is reused when present:
 
     ~/.cache/fc_chatglm/llama.cpp-<version>/sdist      the unpacked source distribution
-    ~/.cache/fc_chatglm/llama.cpp-<version>/build      cmake's build folder; the programs in build/bin
+    ~/.cache/fc_chatglm/llama.cpp-<version>/build      cmake's build folder (the native build); the programs in build/bin
+    ~/.cache/fc_chatglm/llama.cpp-<version>/build-avx2 a build for one instruction set (`--isa avx2` or `avx512`, see `ISA`)
+
+`--isa avx2` builds llama.cpp as an AVX2 machine runs it (GGML_NATIVE off, AVX2/FMA/F16C on, every AVX-512
+and AMX option off), on any x86 machine: with the connector emulating AVX2 too (`ATEN_CPU_CAPABILITY`,
+`ONEDNN_MAX_CPU_ISA`), one machine gives the figures of a desktop without AVX-512. `--isa avx512` is AVX-512
+with VNNI and BF16 but no AMX (Zen 4, Ice Lake and later without AMX).
 
 The converter sends a ChatGLM2 (`ChatGLMModel` in config.json) down GLM-4's vocabulary path, which
 asks transformers for the checkpoint's remote tokenizer code. A ChatGLM2's tokenizer is a plain
@@ -22,6 +28,7 @@ vendored gguf-py, so `pip install gguf` is not needed.
 
     python benchmarks/llamacpp.py build                       # download (once) and build; prints the build time
     python benchmarks/llamacpp.py build --force --no-amx       # again, native but without AMX (see below)
+    python benchmarks/llamacpp.py build --isa avx2             # an AVX2-only build beside the native one
 
 On a virtual machine whose CPU reports AMX (Sapphire Rapids and later) but whose host does not let
 programs use it, the native build's AMX kernels (Q8_0, Q4_0 ...) die (SIGILL or SIGSEGV at
@@ -40,13 +47,23 @@ NO_AMX = '-mno-amx-tile -mno-amx-int8 -mno-amx-bf16'  # compiler flags that keep
 CACHE = Path(os.environ.get('FC_CHATGLM_CACHE', Path.home()/'.cache'/'fc_chatglm'))
 
 
+_OFF = ('AVX512', 'AVX512_VBMI', 'AVX512_VNNI', 'AVX512_BF16', 'AVX_VNNI', 'AMX_TILE', 'AMX_INT8', 'AMX_BF16')
+_X86 = ('SSE42', 'AVX', 'AVX2', 'FMA', 'F16C', 'BMI2')
+ISA = {'native': (),  # cmake options of each build: `native` is GGML_NATIVE (-march=native), the others turn it off
+       'avx2': (*(f'-DGGML_{o}=ON' for o in _X86), *(f'-DGGML_{o}=OFF' for o in _OFF)),
+       'avx512': (*(f'-DGGML_{o}=ON' for o in _X86 + _OFF[:4]), *(f'-DGGML_{o}=OFF' for o in _OFF[4:]))}
+
 def root(version: str = VERSION, cache: Path = CACHE) -> Path: return Path(cache)/f'llama.cpp-{version}'
 def source(version: str = VERSION, cache: Path = CACHE) -> Path: return root(version, cache)/'sdist'/'vendor'/'llama.cpp'
-def bin_dir(version: str = VERSION, cache: Path = CACHE) -> Path: return root(version, cache)/'build'/'bin'
+def build_dir(version: str = VERSION, cache: Path = CACHE, isa: str = 'native') -> Path:
+    "cmake's build folder for `isa` (a key of `ISA`)."
+    if isa not in ISA: raise ValueError(f'unknown instruction set {isa!r}: one of {", ".join(ISA)}')
+    return root(version, cache)/('build' if isa == 'native' else f'build-{isa}')
+def bin_dir(version: str = VERSION, cache: Path = CACHE, isa: str = 'native') -> Path: return build_dir(version, cache, isa)/'bin'
 
-def exe(name: str, version: str = VERSION, cache: Path = CACHE) -> Path:
+def exe(name: str, version: str = VERSION, cache: Path = CACHE, isa: str = 'native') -> Path:
     "The path of a built program (`.exe` on Windows; multi-config generators put it under Release)."
-    d = bin_dir(version, cache)
+    d = bin_dir(version, cache, isa)
     for p in (d/name, d/f'{name}.exe', d/'Release'/f'{name}.exe'):
         if p.exists(): return p
     raise FileNotFoundError(f'{name} is not built in {d}: run `python benchmarks/llamacpp.py build`')
@@ -75,19 +92,22 @@ def fetch_source(version: str = VERSION, cache: Path = CACHE) -> Path:
 def build(version: str = VERSION, cache: Path = CACHE, jobs: int = 2, native: bool = True,
           cmake_args: tuple[str, ...] = (), # more cmake options, e.g. ('-DGGML_NATIVE=OFF', '-DGGML_AVX2=ON', ...)
           force: bool = False, # configure and build again even when the programs exist (after changing cmake_args)
+          isa: str = 'native', # which build (a key of `ISA`): its own folder and cmake options
+          targets: tuple[str, ...] = TARGETS, # the programs to build
           ) -> float:
-    "Build the programs in `TARGETS` (skipped when they exist); return the seconds the build took (the first build's, when cached)."
-    stamp = root(version, cache)/'build'/'BUILD_SECONDS'
+    "Build the programs in `targets` (skipped when they exist); return the seconds the build took (the first build's, when cached)."
+    out = build_dir(version, cache, isa)
+    stamp = out/'BUILD_SECONDS'
     try:
         if force: raise FileNotFoundError
-        for t in TARGETS: exe(t, version, cache)
+        for t in targets: exe(t, version, cache, isa)
         return float(stamp.read_text()) if stamp.exists() else 0.0
     except FileNotFoundError: pass  # not built yet
-    src, out = fetch_source(version, cache), root(version, cache)/'build'
+    src = fetch_source(version, cache)
     t0 = time.perf_counter()
-    subprocess.run(['cmake', '-S', str(src), '-B', str(out), '-DCMAKE_BUILD_TYPE=Release', f'-DGGML_NATIVE={"ON" if native else "OFF"}',
-                    '-DLLAMA_OPENSSL=OFF', '-DLLAMA_BUILD_TESTS=OFF', '-DLLAMA_BUILD_SERVER=OFF', *cmake_args], check=True)
-    subprocess.run(['cmake', '--build', str(out), '--config', 'Release', '-j', str(jobs), '--target', *TARGETS], check=True)
+    subprocess.run(['cmake', '-S', str(src), '-B', str(out), '-DCMAKE_BUILD_TYPE=Release', f'-DGGML_NATIVE={"ON" if native and isa == "native" else "OFF"}',
+                    '-DLLAMA_OPENSSL=OFF', '-DLLAMA_BUILD_TESTS=OFF', '-DLLAMA_BUILD_SERVER=OFF', *ISA[isa], *cmake_args], check=True)
+    subprocess.run(['cmake', '--build', str(out), '--config', 'Release', '-j', str(jobs), '--target', *targets], check=True)
     seconds = time.perf_counter() - t0
     stamp.write_text(f'{seconds:.0f}\n')
     return seconds
@@ -116,7 +136,7 @@ def chatglm2_vocab(self):
 
 
 def _convert_here(folder: str, out: str, outtype: str):
-    src = source()
+    src = fetch_source()  # the converter comes with the source distribution (downloaded once; no build needed)
     sys.path.insert(0, str(src))
     os.chdir(src)  # the converter finds some of its files relative to the working folder
     import convert_hf_to_gguf as conv
@@ -141,11 +161,11 @@ def convert(folder: Path, out: Path, outtype: str) -> float:
     return time.perf_counter() - t0
 
 
-def quantize(src: Path, out: Path, kind: str, threads: int = 2) -> float:
-    "Quantize a GGUF file with llama-quantize (Q8_0, Q4_0, ...); return its seconds."
+def quantize(src: Path, out: Path, kind: str, threads: int = 2, isa: str = 'native') -> float:
+    "Quantize a GGUF file with llama-quantize (Q8_0, Q4_0, ...) of the `isa` build; return its seconds."
     t0 = time.perf_counter()
     tmp = Path(str(out) + '.part')
-    _run([str(exe('llama-quantize')), str(src), str(tmp), kind, str(threads)])
+    _run([str(exe('llama-quantize', isa=isa)), str(src), str(tmp), kind, str(threads)])
     tmp.replace(out)
     return time.perf_counter() - t0
 
@@ -156,14 +176,16 @@ def main():
     b = sub.add_parser('build'); b.add_argument('--jobs', type=int, default=2)
     b.add_argument('--force', action='store_true', help='configure and build again')
     b.add_argument('--no-amx', action='store_true', help='leave out the AMX kernels (GCC and Clang)')
+    b.add_argument('--isa', default='native', choices=list(ISA), help='instruction set: native (-march=native) or an x86 level, in its own folder')
+    b.add_argument('--targets', nargs='+', default=list(TARGETS), help='programs to build')
     b.add_argument('cmake_args', nargs='*', help='more cmake options, after --: e.g. -- -DGGML_NATIVE=OFF -DGGML_AVX512=ON')
     c = sub.add_parser('convert'); c.add_argument('folder'); c.add_argument('out'); c.add_argument('--outtype', default='f16')
     q = sub.add_parser('quantize'); q.add_argument('src'); q.add_argument('out'); q.add_argument('kind')
     a = ap.parse_args()
     if a.cmd == 'build':
         no_amx = ('-DCMAKE_C_FLAGS=' + NO_AMX, '-DCMAKE_CXX_FLAGS=' + NO_AMX) if a.no_amx else ()
-        s = build(jobs=a.jobs, cmake_args=no_amx + tuple(a.cmake_args), force=a.force)
-        print(f'llama.cpp (llama-cpp-python {VERSION}) built in {bin_dir()} in {s:.0f} s (cached: the first build\'s time)')
+        s = build(jobs=a.jobs, cmake_args=no_amx + tuple(a.cmake_args), force=a.force, isa=a.isa, targets=tuple(a.targets))
+        print(f'llama.cpp (llama-cpp-python {VERSION}) built in {bin_dir(isa=a.isa)} in {s:.0f} s (cached: the first build\'s time)')
     elif a.cmd == 'convert': _convert_here(a.folder, a.out, a.outtype)
     else: print(f'{quantize(Path(a.src), Path(a.out), a.kind):.1f} s')
 

@@ -28,6 +28,8 @@ the model's step, the sampler, and the text stream, against the whole loop (`eng
     python benchmarks/profile_cpu_step.py --skip-6b                        # the demo only (seconds)
     python benchmarks/profile_cpu_step.py --skip-6b --decode eager         # the same, transformers' eager step
     python benchmarks/profile_cpu_step.py --prompt-only --dtypes bfloat16 float16
+    ATEN_CPU_CAPABILITY=avx2 ONEDNN_MAX_CPU_ISA=AVX2 FBGEMM_ENABLE_INSTRUCTIONS=AVX2 python benchmarks/profile_cpu_step.py --dtypes float32 int8
+                                                                           # as an AVX2 CPU runs it (the benchmark's --isa avx2)
 """
 import argparse, os, statistics, sys, time
 from collections import defaultdict
@@ -40,7 +42,8 @@ import torch
 
 GROUPS = [  # (group, operation names): an operation's own (self) time goes to the first group naming it
     ('matrix products', {'aten::mm', 'aten::addmm', 'aten::bmm', 'aten::baddbmm', 'aten::_mkldnn_linear', 'aten::mkldnn_linear',
-                         'mkldnn::_linear_pointwise', 'aten::_addmm_activation', 'aten::matmul', 'aten::linear', 'aten::dot', 'aten::mv'}),
+                         'mkldnn::_linear_pointwise', 'aten::_addmm_activation', 'aten::matmul', 'aten::linear', 'aten::dot', 'aten::mv',
+                         'aten::_weight_int8pack_mm', 'quantized::linear_dynamic', 'aten::_weight_int4pack_mm_for_cpu'}),
     ('copies, dtype conversions', {'aten::copy_', 'aten::to', 'aten::_to_copy', 'aten::clone', 'aten::contiguous', 'aten::cat',
                                    'aten::index_copy_', 'aten::index_put_', 'aten::empty_like', 'aten::_unsafe_view', 'aten::slice_scatter',
                                    'aten::index_select', 'aten::embedding', 'aten::stack'}),
@@ -63,7 +66,8 @@ def group_of(name: str) -> str:
 def weight_bytes(model: torch.nn.Module) -> int:
     "Bytes of the 2-D weights a one-token step reads: every linear layer and the output layer (not the embedding, of which one row is read)."
     emb = model.get_input_embeddings().weight
-    return sum(p.numel() * p.element_size() for p in model.parameters() if p.dim() == 2 and p is not emb)
+    packed = sum(m.in_features * m.out_features for m in model.modules() if hasattr(m, 'packed'))  # `DynamicInt8Linear`: int8, packed
+    return packed + sum(p.numel() * p.element_size() for p in [*model.parameters(), *model.buffers()] if p.dim() == 2 and p is not emb)
 
 
 def step_profile(engine, prompt: list[int], steps: int) -> dict:
@@ -201,7 +205,8 @@ def demo_fixed_cost(cache: Path, tokens: int, decode: str = 'auto'):
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument('--layers', type=int, default=2)
-    ap.add_argument('--dtypes', nargs='+', default=['float32', 'float16'])
+    ap.add_argument('--dtypes', nargs='+', default=['float32', 'float16'],
+                    help='float32, float16, bfloat16, int8 (--quantize 8bit) or int8-dynamic (--quantize 8bit-dynamic)')
     ap.add_argument('--steps', type=int, default=16, help='steps timed, and as many profiled')
     ap.add_argument('--threads', type=int, default=2)
     ap.add_argument('--demo-tokens', type=int, default=200)
@@ -219,15 +224,15 @@ def main():
         a.cache.mkdir(parents=True, exist_ok=True)
         folder = bench.checkpoint(a.cache, a.layers)
         for dt in a.dtypes:
-            engine = load_engine(LoadOptions(model=folder, device='cpu', dtype=dt, decode=a.decode))
+            engine = load_engine(LoadOptions(model=folder, device='cpu', decode=a.decode, **bench.MODES.get(dt, dict(dtype=dt))))
             prompt = engine.fmt.text_ids(bench.prompt_text(lambda s: len(engine.fmt.text_ids(s)), 128))
             if not a.prompt_only: show(f'6B width, {a.layers} layers, {dt}', engine.model, step_profile(engine, prompt, a.steps))
             prompt_profile(engine, prompt, f'6B width, {a.layers} layers, {dt}')
-            if dt != 'float32':
+            if dt in ('float16', 'bfloat16'):
                 flat_output_layer(engine.model)
                 prompt_profile(engine, prompt, f'6B width, {a.layers} layers, {dt}, the output layer given a 2-D row (an experiment)')
             del engine
-            if dt != 'float32' and not a.prompt_only: output_layer_check(getattr(torch, dt))
+            if dt in ('float16', 'bfloat16') and not a.prompt_only: output_layer_check(getattr(torch, dt))
     if not a.prompt_only: demo_fixed_cost(a.cache, a.demo_tokens, a.decode)
 
 
