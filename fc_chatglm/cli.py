@@ -41,7 +41,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument('--device', help='auto (GPU if there is one; the default), cuda, cuda:N or cpu')
     p.add_argument('--dtype', choices=choices('dtype'),
                    help='auto (the default): float16/bfloat16 on a GPU; on a CPU bfloat16 where the CPU multiplies it natively, else float32, or half precision where float32 would not fit the free memory')
-    p.add_argument('--quantize', choices=choices('quantize'), help='quantize while loading: 8bit on a CPU (no extra needed) or CUDA (bitsandbytes), 4bit on CUDA (bitsandbytes); auto: 8bit where the CPU runs it fastest')
+    p.add_argument('--quantize', choices=choices('quantize'), help='quantize while loading: 8bit on a CPU (no extra needed) or CUDA (bitsandbytes), 4bit on CUDA (bitsandbytes); auto: the mode the CPU measures fastest; 8bit-dynamic: 8-bit weights and activations on a CPU (fbgemm, less exact)')
     p.add_argument('--decode', choices=choices('decode'), help='how each token is decoded: graph (the default '
                    'on a GPU) replays the step as a CUDA graph; compile also fuses kernels with torch.compile, after a warm-up '
                    'of about a minute, and needs Triton; direct (the default on a CPU) runs a ChatGLM step written out over its own '
@@ -58,6 +58,8 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument('--max-request-bytes', type=int, help='a chat or text request\'s body at most (default 8000000); a longer one is refused unread')
     p.add_argument('--max-history', type=int, help='history entries at most (default 10000)')
     p.add_argument('--max-queue', type=int, help='replies being written or waiting at most (default 16); past it a request is told the connector is busy')
+    p.add_argument('--max-batch', type=int, help='a local model\'s replies decoded together at most, the others wait their turn (default: 4 on a CPU, '
+                   'where a step reads the weights once for all of them; 1 on a GPU); 1: one reply at a time')
     p.add_argument('--upstream', metavar='URL', help='answer from this OpenAI-compatible server (vLLM, llama.cpp, Ollama, another '
                    'connector) instead of a local model, e.g. http://gpu-box:8000/v1; its key goes in config.json (upstream_api_key)')
     p.add_argument('--upstream-model', help='the model to ask the upstream for (default: the first it lists)')
@@ -144,4 +146,4 @@ def run(argv: list[str] | None = None, # the command line, without --exit-with-p
     try: upstream = s.upstream_options()  # an OpenAI-compatible server instead of a local model (`07c_upstream`)
     except UserError as e: upstream, problem = None, problem or str(e)
     return serve(s.load_options(demo=a.demo), a.connector, a.host, a.port, s.embedding, problem, limits=s.limits(), guard=s.guard(),
-                 upstream=upstream, stand_in=stand_in)
+                 upstream=upstream, stand_in=stand_in, max_batch=s.max_batch)

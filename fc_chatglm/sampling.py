@@ -21,17 +21,21 @@ def top_p_filter(logits: torch.Tensor, # (batch, vocab)
     return logits.masked_fill(drop.scatter(1, order, drop), float('-inf'))
 
 # %% ../nbs/04a_sampling.ipynb #94a9f4b0
-def draw(probs: torch.Tensor) -> torch.Tensor:
+def draw(probs: torch.Tensor, # (batch, vocab)
+         generator: torch.Generator | None = None, # the random numbers' source; None: torch's default one
+         ) -> torch.Tensor:
     "One token per row of `probs` (batch, vocab), as `torch.multinomial(probs, 1)` draws it, without reading anything back."
-    return (probs / torch.empty_like(probs).exponential_(1)).argmax(-1)
+    return (probs / torch.empty_like(probs).exponential_(1, generator=generator)).argmax(-1)
 
 INVALID = -1  # the token `Sampler` returns when the logits hold NaN or +inf
 
 # %% ../nbs/04a_sampling.ipynb #d1fc43d1
 class Sampler:
     "Chooses each next token on the device, as the app's settings ask: OpenAI's penalties, then temperature, then top-p."
-    def __init__(self, p: GenerationParams): # the request's settings, mapped
-        self.p, self.counts = p, None
+    def __init__(self, p: GenerationParams, # the request's settings, mapped
+                 generator: torch.Generator | None = None, # where its draws come from; None: torch's default generator
+                 ):
+        self.p, self.counts, self.generator = p, None, generator
         self.penalised = bool(p.frequency_penalty or p.presence_penalty)
 
     def __call__(self, logits: torch.Tensor) -> torch.Tensor:
@@ -44,7 +48,7 @@ class Sampler:
         else:
             logits = logits / p.temperature
             if p.top_p is not None and p.top_p < 1: logits = top_p_filter(logits, p.top_p)
-            token = draw(logits.softmax(-1))
+            token = draw(logits.softmax(-1), self.generator)
         token = token.masked_fill(invalid, INVALID)
         if self.penalised: self.counts.scatter_add_(1, token.clamp(min=0)[:, None], torch.ones(1, 1, dtype=logits.dtype, device=logits.device))
         return token

@@ -54,7 +54,7 @@ class Job:
         self.timed_out = True; self.cancel.set()
 
 class Worker:
-    "Runs generations one at a time, in arrival order, off the event loop."
+    "Runs generations off the event loop: one at a time, in arrival order, or side by side for a `concurrent` engine."
     def __init__(self, width: int = 16): # how many requests a `concurrent` engine runs side by side (max_queue)
         self.pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix='generate')
         self.wide = ThreadPoolExecutor(max_workers=width, thread_name_prefix='concurrent')  # for an engine that serves many requests at once (`07c_upstream`): no queue here
