@@ -5,22 +5,23 @@
 # %% auto #0
 __all__ = ['HARMLESS', 'UNSUPPORTED', 'CHOICES', 'STOPS', 'STOP_CHARS', 'Tokens', 'StopText', 'INPUTS', 'SURROGATE',
            'SURROGATE_ESCAPE', 'OFF_LOOP', 'EMBEDDINGS_OFF', 'ApiError', 'Body', 'check_extras', 'Part', 'ChatMessage',
-           'StreamOptions', 'Sampling', 'ChatBody', 'TextBody', 'EmbedBody', 'first_param', 'lone_surrogate',
-           'count_first', 'read_body', 'parse', 'prefix_table', 'Stops', 'Run', 'AsyncRun', 'finish_reason', 'usage',
-           'reply_text', 'sse', 'api_failure', 'model_id', 'embed_ids', 'served_engine', 'admit_body',
-           'whole_completion', 'streamed_completion', 'add_completions', 'add_models', 'embed_tokens',
-           'add_openai_embeddings', 'add_unknown', 'add_openai']
+           'StreamOptions', 'Sampling', 'JsonSchemaFormat', 'ResponseFormat', 'ChatBody', 'chat_request', 'TextBody',
+           'EmbedBody', 'first_param', 'lone_surrogate', 'count_first', 'read_body', 'parse', 'prefix_table', 'Stops',
+           'Run', 'AsyncRun', 'finish_reason', 'usage', 'reply_text', 'sse', 'api_failure', 'model_id', 'embed_ids',
+           'served_engine', 'admit_body', 'constrained', 'reply_calls', 'whole_completion', 'streamed_completion',
+           'add_completions', 'add_models', 'embed_tokens', 'add_openai_embeddings', 'add_unknown', 'add_openai']
 
 # %% ../nbs/07a_openai_api.ipynb #e6783368
 import asyncio
 import base64
+import inspect
 import json
 import re
 import struct
 import threading
 import time
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated, Literal
 
@@ -36,6 +37,8 @@ from .engine import Engine, Outcome
 from .history import EmptyMessage
 from .schemas import MAX_TOKENS, ChatRequest, Message, Settings, TextRequest, UserError
 from .server import LINE_INTERVAL, Limits, body_schema, hang_up, log, read_capped
+from .structured import (NAME, Grammar, NamedChoice, SchemaError, Tool, ToolCall, ToolFormat, json_grammar, ll_tokenizer,
+                                   openai_calls, tool_format)
 from .worker import Inbox, Job
 
 # %% ../nbs/07a_openai_api.ipynb #86b13eae
@@ -96,14 +99,17 @@ class Part(BaseModel):
     text: str | None = None
 
 class ChatMessage(BaseModel):
-    "One message of an OpenAI chat."
+    "One message of an OpenAI chat: a system's, a user's, an assistant's (its text, or its calls to tools) or a tool's result."
     model_config = ConfigDict(extra='forbid')
-    role: Literal['system', 'developer', 'user', 'assistant']
+    role: Literal['system', 'developer', 'user', 'assistant', 'tool']
     content: str | list[Part] | None = None
     name: str | None = None  # the speaker's name: accepted, not shown to the model
+    tool_calls: Annotated[list[ToolCall], Field(max_length=128)] | None = None  # an assistant's calls
+    tool_call_id: str | None = None  # a tool's result: the call it answers
 
     def text(self, where: str) -> str:
-        "The message's text; a 400 naming the part that is not text."
+        "The message's text ('' for an assistant's calls without text); a 400 naming the part that is not text."
+        if self.content is None and self.tool_calls: return ''
         if self.content is None: raise ApiError(400, f'{where}.content is missing: give the message\'s text.', f'{where}.content')
         if isinstance(self.content, str): return self.content
         for i, p in enumerate(self.content):
@@ -156,27 +162,105 @@ class Sampling(Body):
                         max_response_tokens=max_tokens or 1, frequency_penalty=self.frequency_penalty or 0,
                         presence_penalty=self.presence_penalty or 0)
 
+# %% ../nbs/07a_openai_api.ipynb #13e17fb6
+class JsonSchemaFormat(BaseModel):
+    "`response_format`'s `json_schema`: the schema every reply matches (strict or not: the decoder is constrained either way)."
+    model_config = ConfigDict(extra='forbid', populate_by_name=True)
+    name: str = Field(pattern=NAME)
+    description: str | None = None
+    schema_: dict | None = Field(None, alias='schema')  # None: any JSON object
+    strict: bool | None = None
+
+class ResponseFormat(BaseModel):
+    "`response_format`: text, any JSON object (`json_object`), or JSON that matches a schema (`json_schema`)."
+    model_config = ConfigDict(extra='forbid')
+    type: Literal['text', 'json_object', 'json_schema']
+    json_schema: JsonSchemaFormat | None = None
+
+    def grammar(self) -> str | None:
+        "The grammar every reply is constrained to; None for text; a 400 naming what a schema uses that cannot be served."
+        if self.type == 'text': return None
+        if self.type == 'json_object': return json_grammar()
+        if self.json_schema is None: raise ApiError(400, 'response_format json_schema needs its json_schema: {"name": ..., "schema": {...}}.',
+                                                    'response_format.json_schema', 'invalid_value')
+        try: return json_grammar(self.json_schema.schema_)
+        except SchemaError as e: raise ApiError(400, f'response_format.json_schema.schema uses what this connector\'s constrained decoder '
+                                                     f'does not serve: {e}. Leave it out of the schema.', 'response_format.json_schema.schema',
+                                                'unsupported_schema') from None
+
 # %% ../nbs/07a_openai_api.ipynb #6115b70d
 class ChatBody(Sampling):
     "A `POST /v1/chat/completions` body."
     messages: Annotated[list[ChatMessage], Field(min_length=1)]
     max_completion_tokens: Tokens | None = None
+    tools: Annotated[list[Tool], Field(max_length=128)] | None = None
+    tool_choice: Literal['none', 'auto', 'required'] | NamedChoice | None = None  # None: 'auto' with tools, 'none' without
+    response_format: ResponseFormat | None = None
 
-    def request(self) -> ChatRequest:
-        "The engine's `ChatRequest`: the last message (a user's) as the message, the ones before it as history."
-        *earlier, last = self.messages
-        if last.role != 'user': raise ApiError(400, f'The last message is from the {last.role}: it must be the user\'s, the one the model answers.',
-                                               f'messages[{len(earlier)}].role')
-        history = [Message(role='system' if m.role == 'developer' else m.role, content=m.text(f'messages[{i}]'))
-                   for i, m in enumerate(earlier)]
-        return ChatRequest(message=last.text(f'messages[{len(earlier)}]'), history=history,
-                           settings=self.settings(self.max_completion_tokens or self.max_tokens))
+    def offered(self) -> list:
+        "The functions the model is told of: the tools, unless `tool_choice` is 'none'."
+        return [t.function for t in self.tools or []] if self.tool_choice != 'none' else []
+
+    def forced(self) -> list | None:
+        "The functions one of which the reply must call (`required`, or the one named); None: the reply may be text."
+        if self.tool_choice == 'required': return self.offered()
+        if isinstance(self.tool_choice, NamedChoice): return [f for f in self.offered() if f.name == self.tool_choice.function.name]
+        return None
+
+    def check_tools(self):
+        "A 400 for tools that contradict each other: a choice without tools, two functions of one name, an unknown named function."
+        names = [t.function.name for t in self.tools or []]
+        if self.tool_choice not in (None, 'none') and not names: raise ApiError(
+            400, 'tool_choice asks for a tool call, but the request gives no tools.', 'tool_choice', 'invalid_value')
+        if len(set(names)) < len(names): raise ApiError(400, 'tools names a function twice: give each function once.', 'tools', 'invalid_value')
+        if self.forced() == []: raise ApiError(400, f'tool_choice names {self.tool_choice.function.name!r}, which is not among the tools.',
+                                               'tool_choice', 'invalid_value')
+        if self.forced() and self.response_format and self.response_format.type != 'text': raise ApiError(
+            400, 'response_format asks for JSON, but tool_choice asks for a tool call: ask for one of them.', 'response_format', 'invalid_value')
+
+    def request(self, tf: ToolFormat | None = None) -> ChatRequest: return chat_request(self, tf)  # below
+
+    def grammar(self, tf: ToolFormat) -> str | None:
+        "The grammar the reply is constrained to: one call in `tf`'s format, or the response format's JSON; None: none."
+        if not (forced := self.forced()): return self.response_format.grammar() if self.response_format else None
+        try: return tf.grammar(forced)
+        except SchemaError as e: raise ApiError(400, f'tools: the parameters use what this connector\'s constrained decoder does not serve: '
+                                                     f'{e}. Leave it out of the schema.', 'tools', 'unsupported_schema') from None
+
+# %% ../nbs/07a_openai_api.ipynb #336a02b3
+def chat_request(self: ChatBody, # a chat completion's body
+                 tf: ToolFormat | None = None, # how tools, calls and results are written for the model
+                 ) -> ChatRequest:
+    "The engine's `ChatRequest`: the last message (a user's, or a tool's result) as the message, the ones before it as history; the tools told in the system message."
+    tf = tf or ToolFormat()
+    self.check_tools()
+    *earlier, last = self.messages
+    if last.role not in ('user', 'tool'): raise ApiError(
+        400, f'The last message is from the {last.role}: it must be the user\'s (or a tool\'s result), the one the model answers.',
+        f'messages[{len(earlier)}].role')
+    called = {}  # a call's id -> its function's name
+    def text(i: int, m: ChatMessage) -> str:
+        where = f'messages[{i}]'
+        if m.role == 'tool': return tf.result(called.get(m.tool_call_id, m.name or 'function'), m.text(where))
+        calls = []
+        for j, c in enumerate(m.tool_calls or []):
+            try: args = json.loads(c.function.arguments)
+            except ValueError: args = None
+            if not isinstance(args, dict): raise ApiError(400, f'{where}.tool_calls[{j}].function.arguments is not a JSON object.',
+                                                          f'{where}.tool_calls[{j}].function.arguments', 'invalid_value')
+            called[c.id] = c.function.name
+            calls.append(tf.call(c.function.name, args))
+        return '\n'.join(t for t in [m.text(where), *calls] if t)
+    roles = {'developer': 'system', 'tool': 'user'}
+    history = [Message(role=roles.get(m.role, m.role), content=text(i, m)) for i, m in enumerate(earlier)]
+    if offered := self.offered(): history.append(Message(role='system', content=tf.system(offered)))  # after the caller's own
+    return ChatRequest(message=text(len(earlier), last), history=history, settings=self.settings(self.max_completion_tokens or self.max_tokens))
 
 class TextBody(Sampling):
     "A `POST /v1/completions` body."
     prompt: str | Annotated[list[str], Field(min_length=1, max_length=1)]
 
-    def request(self) -> TextRequest:
+    def request(self, tf: ToolFormat | None = None) -> TextRequest:
         return TextRequest(message=self.prompt if isinstance(self.prompt, str) else self.prompt[0], settings=self.settings(self.max_tokens))
 
 # %% ../nbs/07a_openai_api.ipynb #caae2fb7
@@ -313,19 +397,25 @@ class Run(Engine):
     seed: int | None  # draw from a generator seeded with this (the process's own is left as it was)
     stops: Stops  # the stop sequences
     name: str = ''  # the engine's name (a `Worker` reads nothing else)
+    constrain: Grammar | None = None  # the grammar the reply is constrained to (`07a2_structured`); None: any reply
+    calls: ToolFormat | None = None  # the format the reply's tool calls are read in; None: no tools offered
+    offered: tuple[str, ...] = ()  # the functions a call may name
 
     @property
     def concurrent(self) -> bool: return self.engine.concurrent  # the engine's: the `Worker` runs its requests side by side
 
     def generate(self, request, cancel: threading.Event, on_text) -> Outcome:
-        "The engine's `generate`, with the max tokens fitted, the seed set, and a stop sequence ending it."
+        "The engine's `generate`, with the max tokens fitted, the seed set, a stop sequence ending it, and the grammar constraining it."
         request, text = self.fitted(request), self.stopping(cancel, on_text)
-        if self.seed is None: outcome = self.engine.generate(request, cancel, text)
+        guided = {'constrain': self.constrain} if self.constrain else {}  # an engine without the hook is never asked to constrain
+        if self.seed is None: outcome = self.engine.generate(request, cancel, text, **guided)
+        elif 'seed' in inspect.signature(self.engine.generate).parameters:  # a generator of the reply's own: requests decoded side by side never share one
+            outcome = self.engine.generate(request, cancel, text, seed=self.seed, **guided)
         else:
             gpus = list(range(torch.cuda.device_count())) if torch.cuda.is_initialized() else []  # every GPU: a split model's logits may be on any
             with torch.random.fork_rng(devices=gpus):
                 torch.manual_seed(self.seed)
-                outcome = self.engine.generate(request, cancel, text)
+                outcome = self.engine.generate(request, cancel, text, **guided)
         if not self.stops.hit and (rest := self.stops.flush()): on_text(rest)
         return outcome
 
@@ -409,17 +499,34 @@ def served_engine(app: FastAPI, model: str) -> Engine:
     return host.engine
 
 async def admit_body(app: FastAPI, http: Request, model: type[Sampling]) -> tuple[Sampling, ChatRequest | TextRequest, Run]:
-    "The body read as `model`, its request, and the `Run` that serves it; an `ApiError` for what cannot be served."
+    "The body read as `model`, its request, and the `Run` that serves it (with its grammar and tool format); an `ApiError` for what cannot be served."
     limits = app.state.limits
     body = await parse(http, model, limits)
+    tf = tool_format(getattr(app.state.host.engine, 'fmt', None))  # ChatGLM3's own, or JSON calls
     long = len(getattr(body, 'messages', ())) > 1_000  # its history converted on a thread, as its body was parsed
-    request = await asyncio.to_thread(body.request) if long else body.request()
+    request = await asyncio.to_thread(body.request, tf) if long else body.request(tf)
+    grammar = await asyncio.to_thread(body.grammar, tf) if isinstance(body, ChatBody) and (body.forced() or body.response_format) else None
     engine = served_engine(app, body.model)
     run = (AsyncRun if engine.asynchronous else Run)(engine, fit=(body.max_tokens if isinstance(body, TextBody) else body.max_completion_tokens or body.max_tokens) is None,
               seed=body.seed, stops=Stops(body.stops()), name=engine.name)
+    if isinstance(body, ChatBody) and (offered := body.offered()): run.calls, run.offered = tf, tuple(f.name for f in offered)
+    if grammar is not None: run.constrain = await constrained(engine, grammar, 'tool_choice' if body.forced() else 'response_format')
     return body, request, run
 
+async def constrained(engine: Engine, grammar: str, param: str) -> Grammar:
+    "`grammar` on `engine`'s vocabulary; a 400 naming `param` for an engine that cannot be constrained (an upstream server's)."
+    if engine.asynchronous or not hasattr(engine, 'fmt'): raise ApiError(
+        400, f'{param} asks for a constrained reply (JSON, or a tool call), which this connector decodes on its own model; it answers '
+             'through an upstream server here, which is not asked for one.', param, 'unsupported_parameter')
+    try: return Grammar(grammar, await asyncio.to_thread(ll_tokenizer, engine.fmt))  # built once per model (0.2 s for 65,024 ids)
+    except UserError as e: raise ApiError(400, str(e), param, 'unsupported_parameter') from None
+
 # %% ../nbs/07a_openai_api.ipynb #2d2e5b76
+def reply_calls(run: Run, text: str) -> list[dict]:
+    "The reply's tool calls in OpenAI's shape, where `text` calls functions the request offers; [] for a reply in words."
+    found = run.calls.read(text) if run.calls else []
+    return openai_calls(found) if found and all(name in run.offered for name, _ in found) else []
+
 async def whole_completion(app: FastAPI, http: Request, model: type[Sampling], chat: bool) -> Response:
     "A chat or text completion: the whole reply, or a stream where the body asks for one."
     try:
@@ -434,11 +541,12 @@ async def whole_completion(app: FastAPI, http: Request, model: type[Sampling], c
     head = {'id': ('chatcmpl-' if chat else 'cmpl-') + uuid.uuid4().hex, 'created': int(time.time()), 'model': body.model,
             'object': 'chat.completion' if chat else 'text_completion', 'usage': usage(outcome)}
     choice = {'message': {'role': 'assistant', 'content': text}} if chat else {'text': text}
+    if calls := reply_calls(run, text): choice, why = {'message': {'role': 'assistant', 'content': None, 'tool_calls': calls}}, 'tool_calls'
     return JSONResponse({**head, 'choices': [{'index': 0, **choice, 'finish_reason': why, 'logprobs': None}]})
 
 # %% ../nbs/07a_openai_api.ipynb #104149f1
 def streamed_completion(app: FastAPI, body: Sampling, request: ChatRequest | TextRequest, run: Run, chat: bool) -> StreamingResponse:
-    "The completion as server-sent events: a chunk per piece of text, the finish reason, the usage if asked, then `[DONE]`."
+    "The completion as server-sent events: a chunk per piece of text (or the tool calls, once read), the finish reason, the usage if asked, then `[DONE]`."
     worker, job = app.state.worker, Job('openai')
     inbox = Inbox(asyncio.get_running_loop())
     worker.streams.add(job)
@@ -448,23 +556,31 @@ def streamed_completion(app: FastAPI, body: Sampling, request: ChatRequest | Tex
             'created': int(time.time()), 'model': body.model}
     include_usage = bool(body.stream_options and body.stream_options.include_usage)
     if include_usage: head['usage'] = None  # as OpenAI sends it: null on every chunk before the last, which holds the usage
-    def chunk(text: str | None = None, why: str | None = None, first: bool = False) -> bytes:
-        if chat: delta = ({'role': 'assistant', 'content': ''} if first else {} if text is None else {'content': text})
+    def chunk(text: str | None = None, why: str | None = None, first: bool = False, delta: dict | None = None) -> bytes:
+        if chat and delta is None: delta = ({'role': 'assistant', 'content': ''} if first else {} if text is None else {'content': text})
         choice = {'index': 0, 'delta': delta} if chat else {'index': 0, 'text': text or '', 'logprobs': None}
         return sse({**head, 'choices': [{**choice, 'finish_reason': why}]})
     async def events():
-        sent = ''
+        sent, hold = '', run.calls is not None  # a reply that may be a tool call is sent once it is read
         try:
             if chat: yield chunk(first=True)
             while not inbox.finished or inbox.parts:
                 piece = await inbox.take(LINE_INTERVAL if sent else 0)
                 if not sent: piece = piece.lstrip()  # the model's leading blanks are not shown
-                if piece: sent += piece; yield chunk(piece)
+                if piece:
+                    sent += piece
+                    if not hold: yield chunk(piece)
             try: outcome = task.result()
             except Exception as e: yield sse(api_failure(e).body()); return
-            final = reply_text(outcome, run.stops)
-            if not run.stops.hit and final.startswith(sent) and len(final) > len(sent): yield chunk(final[len(sent):])
-            yield chunk(None if chat else '', finish_reason(outcome, run.stops))
+            final, why = reply_text(outcome, run.stops), finish_reason(outcome, run.stops)
+            if calls := reply_calls(run, final):  # as OpenAI streams a call: its id and name, then its arguments
+                for k, c in enumerate(calls):
+                    yield chunk(delta={'tool_calls': [{'index': k, 'id': c['id'], 'type': 'function', 'function': {'name': c['function']['name'], 'arguments': ''}}]})
+                    yield chunk(delta={'tool_calls': [{'index': k, 'function': {'arguments': c['function']['arguments']}}]})
+                why = 'tool_calls'
+            elif hold and final: yield chunk(final)
+            elif not run.stops.hit and final.startswith(sent) and len(final) > len(sent): yield chunk(final[len(sent):])
+            yield chunk(None if chat else '', why)
             if include_usage: yield sse({**head, 'choices': [], 'usage': usage(outcome)})
             yield sse('[DONE]')
         finally:

@@ -129,14 +129,14 @@ def test_refused(client):
     with pytest.raises(openai.BadRequestError) as e:
         client.chat.completions.create(model='demo', messages=HELLO, n=2)
     assert e.value.status_code == 400 and e.value.param == 'n' and 'n=2' in e.value.message
-    with pytest.raises(openai.BadRequestError) as e:
-        client.chat.completions.create(model='demo', messages=HELLO, tools=[{'type': 'function', 'function': {'name': 'f'}}])
-    assert e.value.param == 'tools'
+    with pytest.raises(openai.BadRequestError) as e:  # tools' older form (tools are served: tests/test_structured.py)
+        client.chat.completions.create(model='demo', messages=HELLO, functions=[{'name': 'f'}])
+    assert e.value.param == 'functions'
     with pytest.raises(openai.BadRequestError) as e:
         client.completions.create(model='demo', prompt='x', logprobs=2)
     assert e.value.param == 'logprobs'
-    with pytest.raises(openai.BadRequestError) as e:  # the SDK sends tool_choice first: the tools are the cause
-        client.chat.completions.create(model='demo', messages=HELLO, tool_choice='auto', tools=[{'type': 'function', 'function': {'name': 'f'}}])
+    with pytest.raises(openai.BadRequestError) as e:  # a text completion reads no tools
+        client.completions.create(model='demo', prompt='x', extra_body={'tools': [{'type': 'function', 'function': {'name': 'f'}}]})
     assert e.value.param == 'tools'
     with pytest.raises(openai.NotFoundError) as e:
         client.chat.completions.create(model='gpt-4o', messages=HELLO)
