@@ -169,6 +169,7 @@ class Tool(BaseModel):
     function: Function
 
 class CallFunction(BaseModel):
+    "A call's function: its name and its arguments as JSON text."
     model_config = ConfigDict(extra='forbid')
     name: str
     arguments: str  # JSON text, as OpenAI sends it
@@ -181,6 +182,7 @@ class ToolCall(BaseModel):
     function: CallFunction
 
 class Named(BaseModel):
+    "The function a `tool_choice` names."
     model_config = ConfigDict(extra='forbid')
     name: str
 
