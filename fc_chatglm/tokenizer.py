@@ -118,7 +118,7 @@ def clean_reply(
 
 # %% ../nbs/02_tokenizer.ipynb #27259c21
 OBSERVED = '\ue000'  # a private-use character that starts a user turn holding a tool's result (`07a2_structured`): an <|observation|> turn
-_CALL = re.compile(r'([\w.-]+)\n(```.*)', re.S)  # an assistant's tool call: the function's name as its metadata line, then the code
+_CALL = re.compile(r'([\w.-]+)\n(```python\ntool_call\(.*)', re.S)  # an assistant's tool call: the function's name as its metadata line, then its `tool_call(...)` block
 
 def _message(tok: ChatGLMTokenizer, role: str, text: str) -> list[int]:
     "One message as `build_single_message` writes it: role token, `{metadata}\\n`, text; a result is an observation, a call's name its metadata."
