@@ -1,5 +1,5 @@
 #!/usr/bin/env python
-"""What constrained decoding (nbs/07a2_structured.ipynb) adds to each token, on the CPU.
+"""What constrained decoding (nbs/07a2_structured.ipynb) adds to each token, on the CPU (or a GPU: `--device cuda`).
 
 Two models: the demo (a 605-token vocabulary) and a ChatGLM2 of the 6B width (4,096 wide, a 65,024-token
 output, 2 layers, random weights) with a ChatGLM2-sized SentencePiece tokenizer (the demo's pieces, then
@@ -16,6 +16,7 @@ path. Asserts nothing about time.
     nice -n 19 python benchmarks/bench_structured.py              # both models, about 2 minutes
     nice -n 19 python benchmarks/bench_structured.py --only demo
     nice -n 19 python benchmarks/bench_structured.py --chooser-only  # 1. alone, about 30 s
+    python benchmarks/bench_structured.py --device cuda --only 6b-width  # on a GPU, float16 (benchmarks/gpu_serving.sh)
 """
 import argparse, json, statistics, struct, sys, tempfile, time
 from pathlib import Path
@@ -66,11 +67,11 @@ def glm2_sized_tokenizer(folder: Path, pieces: int = 64_794) -> ChatGLMTokenizer
     return ChatGLMTokenizer(path)
 
 
-def chooser_us(width: int, llt, steps: int = 300) -> tuple[float, float]:
+def chooser_us(width: int, llt, steps: int = 300, device: str = 'cpu') -> tuple[float, float]:
     "Median microseconds per token of the `Sampler` alone and of `Guided` around it, on random logits, over `steps` constrained tokens."
     p = GenerationParams.from_settings(Settings(temperature=1, max_response_tokens=4096))
     torch.manual_seed(0)
-    rows = [torch.randn(1, width) * 3 for _ in range(16)]
+    rows = [(torch.randn(1, width) * 3).to(device) for _ in range(16)]
     plain, guided, sampler = [], [], Sampler(p)
     for k in range(steps):
         t0 = time.perf_counter(); sampler(rows[k % 16]).item(); plain.append(time.perf_counter() - t0)
@@ -92,11 +93,11 @@ def per_token_ms(engine, constrain, tokens: int, repeats: int) -> tuple[float, i
     return statistics.median(times), n
 
 
-def bench(name: str, model, tok: ChatGLMTokenizer, tokens: int, repeats: int, generate: bool = True):
+def bench(name: str, model, tok: ChatGLMTokenizer, tokens: int, repeats: int, generate: bool = True, device: str = 'cpu'):
     engine = TransformersEngine(model, GLMFormat(tok), name)
     t0 = time.perf_counter(); llt = ll_tokenizer(engine.fmt); built = time.perf_counter() - t0
     width = model.config.vocab_size
-    plain_us, guided_us = chooser_us(width, llt)
+    plain_us, guided_us = chooser_us(width, llt, device=device)
     print(f'\n{name}: vocabulary {tok.vocab_size:,} ids, logits {width:,} wide; llguidance tokenizer built in {built * 1e3:.0f} ms')
     print(f'  chooser per token: Sampler {plain_us:.0f} us, Guided {guided_us:.0f} us: +{guided_us - plain_us:.0f} us')
     if not generate: return
@@ -113,9 +114,11 @@ def main():
     ap.add_argument('--tokens', type=int, default=64, help='max tokens per reply')
     ap.add_argument('--repeats', type=int, default=3)
     ap.add_argument('--chooser-only', action='store_true', help='only the chooser (1.), without whole replies')
+    ap.add_argument('--device', default='cpu', help="where the 6B-width model runs: 'cpu' (float32) or 'cuda' (float16)")
     a = ap.parse_args()
     torch.set_num_threads(max(1, torch.get_num_threads()))
-    print(f'torch {torch.__version__}, {torch.get_num_threads()} threads, CPU capability {torch.backends.cpu.get_cpu_capability()}')
+    gpu = f', {torch.cuda.get_device_name()}' if a.device.startswith('cuda') else ''
+    print(f'torch {torch.__version__}, {torch.get_num_threads()} threads, CPU capability {torch.backends.cpu.get_cpu_capability()}{gpu}')
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         if a.only in (None, 'demo'):
@@ -123,8 +126,9 @@ def main():
             bench('demo', model, tok, a.tokens, a.repeats, not a.chooser_only)
         if a.only in (None, '6b-width'):
             tok = glm2_sized_tokenizer(tmp/'g')
-            model = random_chatglm2({**CHATGLM2_6B_CONFIG, 'num_layers': 2}, dtype=torch.float32).eval()
-            bench('ChatGLM2 6B width, 2 layers, float32', model, tok, a.tokens, a.repeats, not a.chooser_only)
+            dtype = torch.float32 if a.device == 'cpu' else torch.float16
+            model = random_chatglm2({**CHATGLM2_6B_CONFIG, 'num_layers': 2}, dtype=dtype).eval().to(a.device)
+            bench(f'ChatGLM2 6B width, 2 layers, {str(dtype)[6:]}, {a.device}', model, tok, a.tokens, a.repeats, not a.chooser_only, a.device)
 
 
 if __name__ == '__main__':

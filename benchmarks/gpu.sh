@@ -11,6 +11,8 @@
 #
 #     bash benchmarks/gpu.sh
 #
+# Then, where time is left, benchmarks/gpu_serving.sh: what constrained decoding adds on the GPU.
+#
 # On a machine without network access, put the wheels of what it lacks (pydantic and its parts,
 # bitsandbytes; transformers 5.23 or later with its `regex` where it has an older one) in .whl/
 # first: they are installed from there.
