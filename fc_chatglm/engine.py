@@ -113,7 +113,7 @@ class GLM3Format(GLMFormat):
     def __init__(self, tok: ChatGLMTokenizer): # the tokenizer with ChatGLM3's role tokens (`roles=True`)
         self.tok, self.eos_ids = tok, {tok.eos_token_id, tok.special['<|user|>'], tok.special['<|observation|>']}
 
-    def chat_ids(self, conv: Conversation) -> list[int]: return chatglm3_ids(self.tok, conv.query, conv.rounds, conv.system)
+    def chat_ids(self, conv: Conversation) -> list[int]: return chatglm3_ids(self.tok, conv.query, conv.rounds, conv.system, said=conv.said)
     def finish(self, text: str) -> str: return chatglm3_reply(text)
 
 # %% ../nbs/05_engine.ipynb #f691b842

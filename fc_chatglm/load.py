@@ -11,6 +11,7 @@ __all__ = ['log', 'DTYPES', 'FREE_SHARE', 'DEMO_PREFIX', 'CPU_8BIT', 'resolve_de
 # %% ../nbs/06_load.ipynb #8d371fcf
 import logging
 import os
+import re
 import shutil
 import tempfile
 from dataclasses import dataclass
@@ -18,6 +19,7 @@ from functools import partial
 from pathlib import Path
 from typing import Callable, Sequence
 
+import jinja2
 import psutil
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer, BitsAndBytesConfig, GenerationConfig
@@ -187,16 +189,22 @@ def gpu_fit_problem(need: int | None, # bytes the weights take at least (`weight
 
 # %% ../nbs/06_load.ipynb #bd0204fc
 class TemplateFormat:
-    "A Hugging Face tokenizer's chat template as a `ChatFormat`."
+    "A Hugging Face tokenizer's chat template as a `ChatFormat`; a template that names `tools` writes a request's tools and calls itself."
     def __init__(self, tok, # a transformers tokenizer with a chat template
                  eos_ids: Sequence[int]): # tokens that end a reply
         if not getattr(tok, 'chat_template', None):
             raise UserError('This model\'s tokenizer has no chat template, so the connector cannot tell how '
                               'to format a conversation for it. Use a chat (instruct) model.')
         self.tok, self.eos_ids = tok, set(eos_ids)
+        named = tok.chat_template if isinstance(tok.chat_template, dict) else {'default': tok.chat_template}  # one, or several by name
+        self.template = named.get('tool_use') or named.get('default') or next(iter(named.values()))  # the one a request with tools gets
+        self.tools = bool(re.search(r'{[{%][^}]*\btools\b', self.template))  # a Jinja tag of its source reads `tools`: it shows the model its tools
 
     def chat_ids(self, conv: Conversation) -> list[int]:
-        out = self.tok.apply_chat_template(conv.messages(), add_generation_prompt=True, tokenize=True)
+        "The prompt's ids: with tools, the template's `tools` argument and each call and result as a message of its own (`Conversation.said`)."
+        tools = {'tools': conv.tools} if conv.tools and self.tools else {}
+        try: out = self.tok.apply_chat_template(conv.messages(said=self.tools), add_generation_prompt=True, tokenize=True, **tools)
+        except jinja2.TemplateError as e: raise UserError(f'The model\'s chat template refused this conversation: {e}') from None
         return list(out['input_ids'] if hasattr(out, 'keys') else out)
 
     def text_ids(self, prompt: str) -> list[int]: return self.tok(prompt)['input_ids']

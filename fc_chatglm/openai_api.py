@@ -34,11 +34,11 @@ from starlette.requests import ClientDisconnect
 
 from .embed import MAX_CHARS, EmbedError, Stopped, check_text
 from .engine import Engine, Outcome
-from .history import EmptyMessage
+from .history import EmptyMessage, Turn
 from .schemas import MAX_TOKENS, ChatRequest, Message, Settings, TextRequest, UserError
 from .server import LINE_INTERVAL, Limits, body_schema, hang_up, log, read_capped
-from .structured import (NAME, Grammar, NamedChoice, SchemaError, Tool, ToolCall, ToolFormat, json_grammar, ll_tokenizer,
-                                   openai_calls, tool_format)
+from .structured import (NAME, Grammar, NamedChoice, SchemaError, TemplateToolFormat, Tool, ToolCall, ToolFormat, json_grammar,
+                                   ll_tokenizer, openai_calls, tool_format)
 from .worker import Inbox, Job
 
 # %% ../nbs/07a_openai_api.ipynb #86b13eae
@@ -220,10 +220,18 @@ class ChatBody(Sampling):
 
     def request(self, tf: ToolFormat | None = None) -> ChatRequest: return chat_request(self, tf)  # below
 
+    def passed(self) -> dict:
+        "What an upstream server is sent as it came: `tools`, `tool_choice`, `response_format` and `parallel_tool_calls`, where given."
+        given = {k: getattr(self, k) for k in ('tools', 'tool_choice', 'response_format') if getattr(self, k) is not None}
+        out = {k: v if isinstance(v, str) else [t.model_dump(exclude_none=True) for t in v] if isinstance(v, list)
+               else v.model_dump(exclude_none=True, by_alias=True) for k, v in given.items()}
+        return out | {k: v for k, v in (self.model_extra or {}).items() if k == 'parallel_tool_calls'}
+
     def grammar(self, tf: ToolFormat) -> str | None:
-        "The grammar the reply is constrained to: one call in `tf`'s format, or the response format's JSON; None: none."
+        "The grammar the reply is constrained to: one call in `tf`'s format (or several, with `parallel_tool_calls` true), or the response format's JSON; None: none."
         if not (forced := self.forced()): return self.response_format.grammar() if self.response_format else None
-        try: return tf.grammar(forced)
+        several = (self.model_extra or {}).get('parallel_tool_calls') is True  # asked for in so many words: several calls, where `tf` writes several
+        try: return tf.grammar(forced, several)
         except SchemaError as e: raise ApiError(400, f'tools: the parameters use what this connector\'s constrained decoder does not serve: '
                                                      f'{e}. Leave it out of the schema.', 'tools', 'unsupported_schema') from None
 
@@ -239,9 +247,13 @@ def chat_request(self: ChatBody, # a chat completion's body
         400, f'The last message is from the {last.role}: it must be the user\'s (or a tool\'s result), the one the model answers.',
         f'messages[{len(earlier)}].role')
     called = {}  # a call's id -> its function's name
-    def text(i: int, m: ChatMessage) -> str:
+    def turn(i: int, m: ChatMessage) -> Turn:
+        "The message as the converter reads it: its text in `tf`'s format, and a call or result as a chat template reads it (`said`)."
         where = f'messages[{i}]'
-        if m.role == 'tool': return tf.result(called.get(m.tool_call_id, m.name or 'function'), m.text(where))
+        if m.role == 'tool':
+            name, content = called.get(m.tool_call_id, m.name or 'function'), m.text(where)
+            said = {'role': 'tool', 'content': content, 'name': name, **({'tool_call_id': m.tool_call_id} if m.tool_call_id else {})}
+            return Turn(role='user', content=tf.result(name, content), said=said)
         calls = []
         for j, c in enumerate(m.tool_calls or []):
             try: args = json.loads(c.function.arguments)
@@ -249,12 +261,17 @@ def chat_request(self: ChatBody, # a chat completion's body
             if not isinstance(args, dict): raise ApiError(400, f'{where}.tool_calls[{j}].function.arguments is not a JSON object.',
                                                           f'{where}.tool_calls[{j}].function.arguments', 'invalid_value')
             called[c.id] = c.function.name
-            calls.append(tf.call(c.function.name, args))
-        return '\n'.join(t for t in [m.text(where), *calls] if t)
-    roles = {'developer': 'system', 'tool': 'user'}
-    history = [Message(role=roles.get(m.role, m.role), content=text(i, m)) for i, m in enumerate(earlier)]
-    if offered := self.offered(): history.append(Message(role='system', content=tf.system(offered)))  # after the caller's own
-    return ChatRequest(message=text(len(earlier), last), history=history, settings=self.settings(self.max_completion_tokens or self.max_tokens))
+            calls.append((c.id, c.function.name, args))
+        text = m.text(where)
+        said = {'role': 'assistant', 'content': text, 'tool_calls': [{'id': cid, 'type': 'function', 'function': {'name': n, 'arguments': a}}
+                                                                      for cid, n, a in calls]} if calls else None
+        return Turn(role={'developer': 'system'}.get(m.role, m.role), content='\n'.join(t for t in [text, *(tf.call(n, a) for _, n, a in calls)] if t), said=said)
+    history = [turn(i, m) for i, m in enumerate(earlier)]
+    if offered := self.offered():  # after the caller's own system message; a template that reads `tools` gets them as they are
+        history.append(Turn(role='system', content=tf.system(offered), tools=[{'type': 'function', 'function': f.shown()} for f in offered]))
+    asked = turn(len(earlier), last)
+    if asked.said: history.append(asked.model_copy(update={'query': True}))  # a tool's result: its `said` goes with it
+    return ChatRequest(message=asked.content, history=history, settings=self.settings(self.max_completion_tokens or self.max_tokens))
 
 class TextBody(Sampling):
     "A `POST /v1/completions` body."
@@ -400,6 +417,7 @@ class Run(Engine):
     constrain: Grammar | None = None  # the grammar the reply is constrained to (`07a2_structured`); None: any reply
     calls: ToolFormat | None = None  # the format the reply's tool calls are read in; None: no tools offered
     offered: tuple[str, ...] = ()  # the functions a call may name
+    passed: dict = field(default_factory=dict)  # OpenAI parameters an upstream serves itself (tools, tool_choice, response_format), sent on as they came
 
     @property
     def concurrent(self) -> bool: return self.engine.concurrent  # the engine's: the `Worker` runs its requests side by side
@@ -448,7 +466,7 @@ class AsyncRun(Run):
     asynchronous = True  # the `Worker` awaits `agenerate`
     async def agenerate(self, request, cancel: threading.Event, on_text, params: dict | None = None) -> Outcome:
         "The engine's `agenerate`, on the server's loop; the upstream samples with the seed and stops at a stop sequence itself."
-        params = {**(params or {}), 'seed': self.seed, 'stop': self.stops.stops or None, **({'max_tokens': None} if self.fit else {})}  # None: the upstream's default
+        params = {**(params or {}), **self.passed, 'seed': self.seed, 'stop': self.stops.stops or None, **({'max_tokens': None} if self.fit else {})}  # None: the upstream's default
         outcome = await self.engine.agenerate(self.fitted(request), cancel, self.stopping(cancel, on_text), params)
         if not self.stops.hit and (rest := self.stops.flush()): on_text(rest)  # the stops here too: an upstream that ignores them is cut
         return outcome
@@ -502,28 +520,31 @@ async def admit_body(app: FastAPI, http: Request, model: type[Sampling]) -> tupl
     "The body read as `model`, its request, and the `Run` that serves it (with its grammar and tool format); an `ApiError` for what cannot be served."
     limits = app.state.limits
     body = await parse(http, model, limits)
-    tf = tool_format(getattr(app.state.host.engine, 'fmt', None))  # ChatGLM3's own, or JSON calls
+    chat = isinstance(body, ChatBody)
+    upstream = getattr(app.state.host.engine, 'asynchronous', False)  # an upstream server: it is sent the tools and the format as they are
+    tf = TemplateToolFormat() if upstream else tool_format(getattr(app.state.host.engine, 'fmt', None))  # ChatGLM3's own, a template's, or JSON calls
     long = len(getattr(body, 'messages', ())) > 1_000  # its history converted on a thread, as its body was parsed
     request = await asyncio.to_thread(body.request, tf) if long else body.request(tf)
-    grammar = await asyncio.to_thread(body.grammar, tf) if isinstance(body, ChatBody) and (body.forced() or body.response_format) else None
+    grammar = await asyncio.to_thread(body.grammar, tf) if chat and not upstream and (body.forced() or body.response_format) else None
     engine = served_engine(app, body.model)
     run = (AsyncRun if engine.asynchronous else Run)(engine, fit=(body.max_tokens if isinstance(body, TextBody) else body.max_completion_tokens or body.max_tokens) is None,
               seed=body.seed, stops=Stops(body.stops()), name=engine.name)
-    if isinstance(body, ChatBody) and (offered := body.offered()): run.calls, run.offered = tf, tuple(f.name for f in offered)
+    if chat and engine.asynchronous: run.passed = body.passed()
+    elif chat and (offered := body.offered()): run.calls, run.offered = tf, tuple(f.name for f in offered)
     if grammar is not None: run.constrain = await constrained(engine, grammar, 'tool_choice' if body.forced() else 'response_format')
     return body, request, run
 
 async def constrained(engine: Engine, grammar: str, param: str) -> Grammar:
-    "`grammar` on `engine`'s vocabulary; a 400 naming `param` for an engine that cannot be constrained (an upstream server's)."
-    if engine.asynchronous or not hasattr(engine, 'fmt'): raise ApiError(
-        400, f'{param} asks for a constrained reply (JSON, or a tool call), which this connector decodes on its own model; it answers '
-             'through an upstream server here, which is not asked for one.', param, 'unsupported_parameter')
+    "`grammar` on `engine`'s vocabulary; a 400 naming `param` for an engine without one, or one the constrained decoder cannot read."
+    if not hasattr(engine, 'fmt'): raise ApiError(400, f'{param} asks for a constrained reply (JSON, or a tool call), which this engine '
+                                                    'cannot give: it has no vocabulary of its own to constrain.', param, 'unsupported_parameter')
     try: return Grammar(grammar, await asyncio.to_thread(ll_tokenizer, engine.fmt))  # built once per model (0.2 s for 65,024 ids)
     except UserError as e: raise ApiError(400, str(e), param, 'unsupported_parameter') from None
 
 # %% ../nbs/07a_openai_api.ipynb #2d2e5b76
-def reply_calls(run: Run, text: str) -> list[dict]:
-    "The reply's tool calls in OpenAI's shape, where `text` calls functions the request offers; [] for a reply in words."
+def reply_calls(run: Run, text: str, outcome: Outcome | None = None) -> list[dict]:
+    "The reply's tool calls in OpenAI's shape: an upstream's as it sent them, or those `text` writes to functions the request offers; [] for a reply in words."
+    if relayed := getattr(outcome, 'calls', None): return relayed
     found = run.calls.read(text) if run.calls else []
     return openai_calls(found) if found and all(name in run.offered for name, _ in found) else []
 
@@ -541,7 +562,7 @@ async def whole_completion(app: FastAPI, http: Request, model: type[Sampling], c
     head = {'id': ('chatcmpl-' if chat else 'cmpl-') + uuid.uuid4().hex, 'created': int(time.time()), 'model': body.model,
             'object': 'chat.completion' if chat else 'text_completion', 'usage': usage(outcome)}
     choice = {'message': {'role': 'assistant', 'content': text}} if chat else {'text': text}
-    if calls := reply_calls(run, text): choice, why = {'message': {'role': 'assistant', 'content': None, 'tool_calls': calls}}, 'tool_calls'
+    if calls := reply_calls(run, text, outcome): choice, why = {'message': {'role': 'assistant', 'content': None, 'tool_calls': calls}}, 'tool_calls'
     return JSONResponse({**head, 'choices': [{'index': 0, **choice, 'finish_reason': why, 'logprobs': None}]})
 
 # %% ../nbs/07a_openai_api.ipynb #104149f1
@@ -573,7 +594,7 @@ def streamed_completion(app: FastAPI, body: Sampling, request: ChatRequest | Tex
             try: outcome = task.result()
             except Exception as e: yield sse(api_failure(e).body()); return
             final, why = reply_text(outcome, run.stops), finish_reason(outcome, run.stops)
-            if calls := reply_calls(run, final):  # as OpenAI streams a call: its id and name, then its arguments
+            if calls := reply_calls(run, final, outcome):  # as OpenAI streams a call: its id and name, then its arguments
                 for k, c in enumerate(calls):
                     yield chunk(delta={'tool_calls': [{'index': k, 'id': c['id'], 'type': 'function', 'function': {'name': c['function']['name'], 'arguments': ''}}]})
                     yield chunk(delta={'tool_calls': [{'index': k, 'function': {'arguments': c['function']['arguments']}}]})

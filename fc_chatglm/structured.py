@@ -5,7 +5,8 @@
 # %% auto #0
 __all__ = ['COMPACT', 'NAME', 'GLMVocab', 'll_tokenizer', 'SchemaError', 'checked', 'json_grammar', 'Guided', 'closing_ids',
            'Grammar', 'Function', 'Tool', 'CallFunction', 'ToolCall', 'Named', 'NamedChoice', 'ToolFormat',
-           'GLM3ToolFormat', 'tool_format', 'openai_calls']
+           'GLM3ToolFormat', 'TemplateToolFormat', 'HermesToolFormat', 'template_tool_format', 'tool_format',
+           'openai_calls']
 
 # %% ../nbs/07a2_structured.ipynb #a2500aba
 import ast
@@ -23,9 +24,10 @@ import torch
 from pydantic import BaseModel, ConfigDict, Field
 
 from .engine import GLM3Format
+from .load import TemplateFormat
 from .sampling import INVALID
 from .schemas import UserError
-from .tokenizer import OBSERVED, ChatGLMTokenizer
+from .tokenizer import ChatGLMTokenizer
 
 # %% ../nbs/07a2_structured.ipynb #851ec37c
 class GLMVocab:
@@ -204,19 +206,27 @@ class ToolFormat:
         "What tells the model its tools: added to the conversation's system message."
         return self.intro + '\n'.join(json.dumps(t.shown(), ensure_ascii=False) for t in tools) + self.ask
 
+    key = 'arguments'  # the key a call's arguments go under
+    parallel = True  # a reply may hold several calls (a JSON array of them)
+
     def call(self, name: str, args: dict) -> str:
         "A call as the assistant writes it."
-        return json.dumps({'name': name, 'arguments': args}, ensure_ascii=False, separators=(',', ':'))
+        return json.dumps({'name': name, self.key: args}, ensure_ascii=False, separators=(',', ':'))
 
     def result(self, name: str, content: str) -> str:
         "A call's result, as the next user turn reads it."
         return f'The function {name} returned:\n{content}'
 
-    def grammar(self, tools: list[Function]) -> str:
-        "The grammar of one call to one of `tools`, its arguments matching that function's parameters."
-        calls = [{'type': 'object', 'properties': {'name': {'const': t.name}, 'arguments': t.params()},
-                  'required': ['name', 'arguments'], 'additionalProperties': False} for t in tools]
-        return json_grammar(calls[0] if len(calls) == 1 else {'anyOf': calls})
+    def schema(self, tool: Function) -> dict:
+        "The JSON schema of one call to `tool`: its name, and its arguments under `key`."
+        return {'type': 'object', 'properties': {'name': {'const': tool.name}, self.key: tool.params()},
+                'required': ['name', self.key], 'additionalProperties': False}
+
+    def grammar(self, tools: list[Function], several: bool = False) -> str:
+        "The grammar of one call to one of `tools` (`several`: a JSON array of one or more), its arguments matching that function's parameters."
+        calls = [self.schema(t) for t in tools]
+        one = calls[0] if len(calls) == 1 else {'anyOf': calls}
+        return json_grammar({'type': 'array', 'items': one, 'minItems': 1} if several and self.parallel else one)
 
     def read(self, text: str) -> list[tuple[str, dict]]:
         "The calls `text` writes, as (name, arguments) pairs; [] for a reply in words."
@@ -232,20 +242,21 @@ class ToolFormat:
 class GLM3ToolFormat(ToolFormat):
     "ChatGLM3's own tool format: its tool system prompt, and a call as a metadata line (the name) and `tool_call(...)` in a Python block."
     intro, ask = 'Answer the following questions as best as you can. You have access to the following tools:\n', ''
+    parallel = False  # one call a turn: the model waits for its observation
 
     def system(self, tools: list[Function]) -> str:
         return self.intro + json.dumps([t.shown() for t in tools], indent=4, ensure_ascii=False)
 
     def result(self, name: str, content: str) -> str:
-        "A call's result as the next turn: an `<|observation|>` turn (`chatglm3_ids` reads `OBSERVED`), the model having named the function itself."
-        return OBSERVED + content
+        "A call's result as the next turn's text: the `tool` message itself, which `chatglm3_ids` writes as an `<|observation|>` turn (the model named the function)."
+        return content
 
     def call(self, name: str, args: dict) -> str:
         inner = (', '.join(f'{k}={v!r}' for k, v in args.items()) if all(k.isidentifier() for k in args)
                  else '**' + json.dumps(args, ensure_ascii=False))
         return f'{name}\n```python\ntool_call({inner})\n```'
 
-    def grammar(self, tools: list[Function]) -> str:
+    def grammar(self, tools: list[Function], several: bool = False) -> str:
         "One call: the name line, then `tool_call(**{...})` whose JSON matches the function's parameters."
         head = lambda t: json.dumps(f'{t.name}\n```python\ntool_call(**')
         rules = [f'c{i}: {head(t)} %json {json.dumps({**t.params(), "x-guidance": COMPACT})} {json.dumps(chr(41) + chr(10) + "```")}'
@@ -267,11 +278,44 @@ class GLM3ToolFormat(ToolFormat):
         except (ValueError, TypeError, SyntaxError, AttributeError): return []
         return [(m[1], args)]
 
+# %% ../nbs/07a2_structured.ipynb #ad25f92f
+class TemplateToolFormat(ToolFormat):
+    "A chat template that shows its tools itself (its `tools` argument): nothing added to the system message; a call is bare JSON, its arguments under `key`."
+    def __init__(self, key: str = 'arguments'): self.key, self.parallel = key, key == 'arguments'  # Llama 3.1 writes 'parameters', one call a turn
+    def system(self, tools: list[Function]) -> str: return ''
+    def result(self, name: str, content: str) -> str: return content if content.strip() else f'({name} returned nothing)'  # the template shows `said`
+
+class HermesToolFormat(TemplateToolFormat):
+    "Hermes' and Qwen2.5's calls: each one JSON object between a `<tool_call>` line and a `</tool_call>` line."
+    open, close = '<tool_call>\n', '\n</tool_call>'
+
+    def call(self, name: str, args: dict) -> str: return self.open + super().call(name, args) + self.close
+
+    def grammar(self, tools: list[Function], several: bool = False) -> str:
+        "One call between the tags, its JSON one of `tools`' calls (`several`: one or more, a line between two)."
+        rules = [f'c{i}: {json.dumps(self.open)} %json {json.dumps({**self.schema(t), "x-guidance": COMPACT})} {json.dumps(self.close)}'
+                 for i, t in enumerate(tools)]
+        start = 'call: ' + ' | '.join(f'c{i}' for i in range(len(tools))) + '\nstart: call' + (' ("\\n" call)*' if several else '')
+        return checked(llguidance.LLMatcher.grammar_from_lark(start + '\n' + '\n'.join(rules)))
+
+    def read(self, text: str) -> list[tuple[str, dict]]:
+        "The calls of every `<tool_call>` block (text around them aside); [] where there is none, or one does not hold one call."
+        found = [ToolFormat.read(self, b) for b in re.findall(r'<tool_call>\s*(.*?)\s*</tool_call>', text, re.S)]
+        return [c for f in found for c in f] if found and all(len(f) == 1 for f in found) else []
+
+def template_tool_format(template: str, # a chat template's source (`TemplateFormat.template`)
+                         ) -> TemplateToolFormat:
+    "The call format `template` asks for: `<tool_call>` blocks where it names the tag, JSON with `parameters` where it names that key, else JSON with `arguments`."
+    if '<tool_call>' in template: return HermesToolFormat()
+    return TemplateToolFormat('parameters' if '"parameters"' in template else 'arguments')
+
 # %% ../nbs/07a2_structured.ipynb #51d687d2
-def tool_format(fmt, # an engine's prompt format; None: not known (ChatGLM2's and the templates' format)
+def tool_format(fmt, # an engine's prompt format; None: not known (ChatGLM2's format)
                 ) -> ToolFormat:
-    "The tool format for an engine's prompt format: ChatGLM3's own for `GLM3Format`, a JSON call for every other."
-    return GLM3ToolFormat() if isinstance(fmt, GLM3Format) else ToolFormat()
+    "The tool format for an engine's prompt format: ChatGLM3's own, a chat template's own where it reads `tools`, a JSON call in words for every other."
+    if isinstance(fmt, GLM3Format): return GLM3ToolFormat()
+    if isinstance(fmt, TemplateFormat) and fmt.tools: return template_tool_format(fmt.template)
+    return ToolFormat()
 
 def openai_calls(calls: list[tuple[str, dict]]) -> list[dict]:
     "Calls as an OpenAI reply's `tool_calls`, each with an id of its own and its arguments as JSON text."

@@ -88,7 +88,9 @@ class TestChatOpenAIOnDemo(ChatModelIntegrationTests):
     def chat_model_class(self): return langchain_openai.ChatOpenAI
 
     @property
-    def chat_model_params(self): return {'model': 'demo', 'base_url': self.url + '/v1', 'api_key': 'unused', 'seed': 1, 'stream_usage': True}
+    def chat_model_params(self):  # a budget, as a client sets one: the random demo model ends an unbounded integer or string only
+        return {'model': 'demo', 'base_url': self.url + '/v1', 'api_key': 'unused', 'seed': 1, 'stream_usage': True,  # when it runs out
+                'max_tokens': 256}
 
     has_tool_calling = has_tool_choice = has_structured_output = supports_json_mode = True
     returns_usage_metadata = True

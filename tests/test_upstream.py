@@ -159,6 +159,40 @@ def test_seed_and_stop_reach_the_upstream(pair):
     assert through['usage'] == cut_by_a['usage'] and through['usage']['prompt_tokens'] > 0
 
 
+ADD = {'type': 'function', 'function': {'name': 'add', 'description': 'Add two integers', 'parameters': {
+    'type': 'object', 'properties': {'a': {'type': 'integer'}, 'b': {'type': 'integer'}}, 'required': ['a', 'b'], 'additionalProperties': False}}}
+
+
+def test_tools_and_response_format_reach_the_upstream_and_its_calls_come_back(pair):
+    "B sends tools, tool_choice and response_format to A as they came, and relays A's calls, whole and streamed; A constrains."
+    a, b = pair
+    ask = {'model': 'demo', 'messages': [{'role': 'user', 'content': '你好'}], 'tools': [ADD], 'tool_choice': 'required', 'seed': 2,
+           'temperature': 1, 'max_tokens': 400}
+    post_ = lambda url, **kw: httpx.post(url + '/v1/chat/completions', json={**ask, **kw}, timeout=120).json()
+    direct, through = post_(a), post_(b)
+    assert through['choices'][0]['finish_reason'] == direct['choices'][0]['finish_reason'] == 'tool_calls'
+    called = through['choices'][0]['message']
+    assert called['content'] is None and called['tool_calls'][0]['id'].startswith('call_')
+    assert [c['function'] for c in called['tool_calls']] == [c['function'] for c in direct['choices'][0]['message']['tool_calls']]
+    with openai.OpenAI(base_url=b + '/v1', api_key='unused', max_retries=0) as client:
+        with client.chat.completions.stream(**ask) as s:
+            for _ in s: pass
+            final = s.get_final_completion()
+        assert final.choices[0].finish_reason == 'tool_calls'
+        assert [(c.function.name, c.function.arguments) for c in final.choices[0].message.tool_calls] == [
+            (c['function']['name'], c['function']['arguments']) for c in called['tool_calls']]
+        back = client.chat.completions.create(model='demo', seed=2, max_tokens=5, tools=[ADD], messages=ask['messages'] + [  # the result, through B
+            called, {'role': 'tool', 'tool_call_id': called['tool_calls'][0]['id'], 'content': '3'}])
+        assert back.choices[0].finish_reason in ('stop', 'length', 'tool_calls')
+        person = {'type': 'json_schema', 'json_schema': {'name': 'p', 'strict': True, 'schema': {
+            'type': 'object', 'properties': {'age': {'type': 'integer'}}, 'required': ['age'], 'additionalProperties': False}}}
+        r = client.chat.completions.create(model='demo', messages=ask['messages'], seed=1, max_tokens=60, response_format=person)
+        assert list(json.loads(r.choices[0].message.content)) == ['age']
+    bad = httpx.post(b + '/v1/chat/completions', json={**ask, 'response_format': {'type': 'json_schema', 'json_schema': {
+        'name': 'x', 'schema': {'type': 'object', 'if': {'required': ['a']}}}}, 'tool_choice': 'none'}, timeout=60)
+    assert bad.status_code in (400, 502) and '"if"' in bad.json()['error']['message']  # A's refusal, in B's words
+
+
 def test_b_runs_requests_side_by_side(pair):
     a, b = pair
     results = []
