@@ -55,3 +55,9 @@ def print_table(rows: Sequence[dict], cols: Sequence[str], width: int = 12):
     print(' | '.join(f'{c:>{width}}' for c in cols))
     for r in rows:
         print(' | '.join(f'{fmt(r.get(c, "-")):>{width}}' for c in cols) + (f'   {r["error"]}' if 'error' in r else ''))
+
+
+def quantile(xs: Iterable[float], q: float) -> float:
+    "The `q` quantile of `xs` (the value at rank `q` of them sorted, p99 of few values being their largest); NaN for none."
+    xs = sorted(xs)
+    return xs[min(len(xs) - 1, int(q * len(xs)))] if xs else float('nan')

@@ -322,7 +322,7 @@ class EagerRows:
                    if isinstance(t, torch.Tensor))
 
 # %% ../nbs/04d_decode.ipynb #4fe70b64
-def _mean(old: float | None, new: float) -> float: return new if old is None else 0.7 * old + 0.3 * new  # a running mean of times
+def _mean(old: float | None, new: float, weight: float = 0.3) -> float: return new if old is None else (1 - weight) * old + weight * new  # a running mean of times
 
 class KeptCaches:
     "The caches of rows that ended, for follow-ups: a prompt starts from the one that shares its longest start; past `budget` bytes the least recently used go."
@@ -374,13 +374,16 @@ class RowQueue:
                         if not self.wake.wait(self.IDLE): self.thread = None; return  # `submit` starts another
                     for r in [r for r in self.waiting if r.gone]: self.waiting.remove(r); r.end('cancel')
                     joining = [self.waiting.popleft() for _ in range(min(len(self.waiting), self.max_batch - len(self.running)))]
-                for r in joining:
-                    try: r.cache, r.reused = self.kept.take(r.prompt); r.read = r.reused; self.running.append(r)
-                    except Exception as e: r.end('error', e)
+                for r in joining: self._join(r)
                 try: self._turn()
                 except Exception as e:  # a fault of the batcher's own: its readers get it, rather than wait for ever
                     for r in self.running: r.end('error', e)
                     self.running = []
+
+    def _join(self, row: Row):
+        "`row` runs from the next turn, its cache the kept one that holds most of its prompt (or a new one)."
+        try: row.cache, row.reused = self.kept.take(row.prompt); row.read = row.reused; self.running.append(row)
+        except Exception as e: row.end('error', e)
 
     def _turn(self): raise NotImplementedError  # the batch's work between two joins: `Batcher`
 
@@ -394,12 +397,13 @@ class RowQueue:
 # %% ../nbs/04d_decode.ipynb #2bbcb4bf
 class Batcher(RowQueue):
     "Decodes many `Row`s on one thread: every step advances each running row by a token; rows join and leave between steps."
-    CHUNK = 64  # prompt tokens a joining row reads in a step, until the time a prompt token adds to a step is known
-    SHARE = 2.0  # then as many as add this many steps' time: a running row's gap is at most 1 + SHARE times its usual one
+    CHUNK = 64  # prompt tokens a joining row reads in a step beside decoding rows: its first chunk, and the least one (see above)
+    GAP = 2.5  # then as many as keep that step within this many times a step without them: the decoding rows' gap meanwhile
     def __init__(self, *args, **kw): # as `RowQueue`
         super().__init__(*args, **kw)
         self.widths = Counter()  # steps, by the decoding rows they ran
         self.chunk, self.step_s, self.token_s = None, None, None  # a fixed chunk (None: sized by time); a step's seconds, a prompt token's
+        self.last = 0  # the last chunk's tokens
 
     def _turn(self):
         "Let go the rows that left; step the decoding rows once, with a chunk of one joining row's prompt (all of it if none decodes)."
@@ -407,7 +411,7 @@ class Batcher(RowQueue):
         decoding = [r for r in self.running if r.token is not None]
         reading = next((r for r in self.running if r.token is None), None)
         n = 0 if reading is None else len(reading.prompt) - reading.read
-        if decoding and n: n = min(n, self._chunk())
+        if decoding and n: n = self.last = self._chunk(reading)
         rows = decoding + ([reading] if n else [])
         if not rows: return
         ids = [r.token for r in decoding]
@@ -415,7 +419,7 @@ class Batcher(RowQueue):
         try:
             t0 = time.perf_counter()
             logits = self.rows.step([r.cache for r in rows], ids)
-            self._timed(time.perf_counter() - t0, len(decoding), n)
+            self._timed(time.perf_counter() - t0, len(decoding), n, n and reading.read == reading.reused)
         except Exception as e:
             for r in rows: self._finish(r, 'error', e)
             return
@@ -427,13 +431,17 @@ class Batcher(RowQueue):
                 if r.read == len(r.prompt) and (how := r.give(r.choose(logits[i:i + 1]))): self._finish(r, how)
             except Exception as e: self._finish(r, 'error', e)
 
-    def _timed(self, seconds: float, decoding: int, n: int):
-        "Learn from a step's time: a step's alone, or what `n` prompt tokens added to one."
+    def _timed(self, seconds: float, decoding: int, n: int, first: bool): # first: `n` are a prompt's first tokens read
+        "Learn from a step's time: a step's alone, or what `n` prompt tokens added to one (from a prompt's first chunk on, its own times only)."
         if not n: self.step_s = _mean(self.step_s, seconds)
-        elif decoding and self.step_s is not None: self.token_s = _mean(self.token_s, max(seconds - self.step_s, 0.0) / n)
+        elif decoding and self.step_s is not None: self.token_s = _mean(None if first else self.token_s, max(seconds - self.step_s, 0.0) / n, 0.5)
 
-    def _chunk(self) -> int:
-        "Prompt tokens to read in a step: `chunk`, else as many as add `SHARE` steps' time, 16 at least."
-        if self.chunk or self.step_s is None or self.token_s is None: return self.chunk or self.CHUNK
-        return max(16, int(self.SHARE * self.step_s / max(self.token_s, 1e-9)))
+    def _chunk(self, row: Row) -> int: # the joining row
+        "Prompt tokens of `row` to read in this step beside decoding rows: `chunk`, else the rest in the fewest equal chunks that keep a step within `GAP` steps' time (`CHUNK` at least), the first `CHUNK` at most and each at most twice the last."
+        left = len(row.prompt) - row.read
+        if self.chunk: return min(left, self.chunk)
+        most = self.CHUNK if row.read == row.reused else 2 * self.last  # times measured under another load may mislead: ramp up
+        if self.step_s is not None and self.token_s is not None:
+            most = min(most, max(self.CHUNK, int((self.GAP - 1) * self.step_s / max(self.token_s, 1e-9))))
+        return -(-left // -(-left // most))  # ceil(left / chunks), chunks = ceil(left / most)
 

@@ -27,6 +27,7 @@ import fc_chatglm
 from .embed import DEFAULT, NAMES, Embeddings
 from .guard import Guard, bind_problem, protocol
 from .folder import ModelFolder
+from .engine import KEPT_MB
 from .load import LoadOptions, load_engine
 from .openai_api import add_openai
 from .upstream import UpstreamEmbeddings, UpstreamEngine, serve_upstream
@@ -76,6 +77,7 @@ class ConnectorSettings(BaseModel):
     max_history: int = Field(Limits.history, ge=1)  # history entries at most
     max_queue: int = Field(Limits.queue, ge=1)  # replies being written or waiting at most; past it a request is told "busy"
     max_batch: int | None = Field(None, ge=1)  # a local model's replies decoded together at most; None: 4 on a CPU, 1 on a GPU (`auto_batch`)
+    kept_cache_mb: int = Field(KEPT_MB, ge=0)  # megabytes the caches kept for follow-up messages hold at most, replies decoded together; 0: the latest only (`KEPT_MB`)
     allowed_origins: list[str] = []  # web pages (origins like "http://localhost:5173") that may call the connector; none by default
     allowed_hosts: list[str] = []  # Host names accepted besides 127.0.0.1, localhost and [::1] (for a LAN bind)
     api_key: SecretStr | None = None  # needed to listen on anything but loopback; every request then sends "Authorization: Bearer <api_key>"
@@ -144,6 +146,7 @@ def read_config(path: Path, # config.json
 def start_loading(host: ModelHost, # reports the loading, then holds the engine
                   opts: LoadOptions, # what to load
                   max_batch: int | None = None, # replies decoded together at most (`TransformersEngine.batch`); None: the device's default
+                  kept_cache_mb: int = KEPT_MB, # megabytes the caches kept for follow-ups hold at most (`TransformersEngine.batch`)
                   ) -> threading.Thread:
     "Load the model on a background thread, reporting into `host`."
     def progress(fraction: float, detail: str):
@@ -152,7 +155,7 @@ def start_loading(host: ModelHost, # reports the loading, then holds the engine
     def run():
         try:
             engine = load_engine(opts, progress)
-            n = engine.batch(max_batch)
+            n = engine.batch(max_batch, kept_cache_mb)
         except UserError as e: host.failed(str(e)); log.error('%s', e); return
         except Exception as e:
             host.failed(f'{type(e).__name__}: {e}'); log.exception('loading failed'); return
@@ -188,6 +191,7 @@ def serve(opts: LoadOptions, # what model to load
           upstream: Upstream | None = None, # an OpenAI-compatible server that writes the replies instead of a local model (`07c_upstream`)
           stand_in=None, # the stand-in already answering on the connector's port (`09_main`, `08d_rescue`): its sockets are taken over
           max_batch: int | None = None, # a local model's replies decoded together at most; None: the device's default (`auto_batch`)
+          kept_cache_mb: int = KEPT_MB, # megabytes the caches kept for follow-ups hold at most (`TransformersEngine.batch`)
           ) -> int:
     "Run the connector until it is stopped; return an exit code."
     if stand_in is None: print('fc_chatglm: starting', flush=True)  # else the entry point printed the first line
@@ -204,7 +208,7 @@ def serve(opts: LoadOptions, # what model to load
     model_host, embeddings = ModelHost(), Embeddings(embedding, opts.device)
     if problem:
         log.error('%s', problem); model_host.failed(problem); embeddings.failed(problem)
-    start = lambda: start_loading(model_host, opts, max_batch)
+    start = lambda: start_loading(model_host, opts, max_batch, kept_cache_mb)
     if upstream and not problem:  # an upstream server writes the replies: no model to load (`07c_upstream`)
         engine = UpstreamEngine(upstream); start = lambda: serve_upstream(model_host, engine)
         if upstream.embeddings: embeddings = UpstreamEmbeddings(engine)

@@ -2,9 +2,12 @@
 products taken together, rows joining and leaving mid-way), and app streams sent at once to a real connector whose
 demo model decodes them together, against one that decodes them one at a time (`--max-batch 1`)."""
 import json
+import math
+import statistics
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
+from types import SimpleNamespace
 
 import httpx
 import pytest
@@ -79,6 +82,39 @@ def test_a_prompt_read_in_chunks_beside_running_rows_gives_its_reply_alone(wide)
     late = Row(long, greedy, 6, threading.Event()); batcher.submit(late)
     assert list(late) == alone(wide, long, 6)
     assert early + list(head) == alone(wide, [5, 6, 7], 24)
+
+
+class SleepyRows:
+    "A batch's model stand-in whose step takes 40 ms, plus 0.5 ms a prompt token read: steps timed as a CPU times them, without a model."
+    model = SimpleNamespace(device=torch.device('cpu'))
+    def __init__(self): self.log = []  # (rows, prompt tokens, seconds) of every step
+    def new(self): return None
+    def keeps(self, cache): return False
+    def step(self, caches, ids):
+        n, t0 = sum(len(x) for x in ids if len(x) > 1), time.perf_counter()
+        time.sleep(0.04 + 0.0005 * n)
+        self.log.append((len(ids), n, time.perf_counter() - t0))
+        return torch.zeros(len(ids), 8)
+
+
+def test_a_long_prompt_joins_in_chunks_that_keep_the_running_rows_gap_within_gap_steps():
+    rows = SleepyRows(); batcher = Batcher(rows, max_batch=3)
+    running = [Row([1, 2], greedy, 80, threading.Event()) for _ in range(2)]
+    for r in running: batcher.submit(r)
+    heads = [iter(r) for r in running]
+    for h in heads: next(h); next(h)  # both decode
+    while sum(1 for w, n, _ in rows.log if w == 2 and n == 0) < 3: time.sleep(0.01)
+    batcher.token_s = 0.0005 / 20  # an estimate from a lighter load: a prompt token's time twenty times too small
+    late = Row(list(range(3, 403)), greedy, 1, threading.Event()); batcher.submit(late)
+    assert len(list(late)) == 1
+    for r in running: r.leave(); list(r)
+    plain = statistics.median(t for w, n, t in rows.log if w == 2 and n == 0)
+    chunks = [(n, t) for w, n, t in rows.log if w == 3]
+    sizes = [n for n, _ in chunks]
+    assert sum(sizes) == 400 and sizes[0] <= Batcher.CHUNK and all(b <= 2 * a for a, b in zip(sizes, sizes[1:])), sizes
+    assert max(t for _, t in chunks) <= 1.15 * Batcher.GAP * plain, (plain, chunks)  # the running rows' gap
+    fewest = math.ceil(400 * 0.0005 / ((Batcher.GAP - 1) * 0.04))  # chunks of (GAP - 1) steps' time
+    assert len(chunks) <= fewest + 2, (fewest, sizes)  # the ramp from CHUNK costs two at most
 
 
 def streams(base: str, messages: list[str], settings: dict) -> list[str]:
