@@ -443,5 +443,5 @@ class Batcher(RowQueue):
         most = self.CHUNK if row.read == row.reused else 2 * self.last  # times measured under another load may mislead: ramp up
         if self.step_s is not None and self.token_s is not None:
             most = min(most, max(self.CHUNK, int((self.GAP - 1) * self.step_s / max(self.token_s, 1e-9))))
-        return -(-left // -(-left // most))  # ceil(left / chunks), chunks = ceil(left / most)
-
+        chunks = -(-left // most)  # the fewest chunks of at most `most` tokens (a ceiling division)
+        return -(-left // chunks)  # and each of them equal, the last a little shorter
