@@ -8,13 +8,16 @@ __all__ = ['log', 'MIN_TRANSFORMERS', 'MODES', 'TokenPipe', 'decode_tokens', 'ch
            'KeptCaches', 'RowQueue', 'Batcher']
 
 # %% ../nbs/04d_decode.ipynb #e7eb8a56
+import atexit
 import copy
 import inspect
 import logging
 import queue
+import statistics
 import sys
 import threading
 import time
+import weakref
 from collections import Counter, deque
 from typing import Callable, Iterable, Iterator
 
@@ -322,8 +325,6 @@ class EagerRows:
                    if isinstance(t, torch.Tensor))
 
 # %% ../nbs/04d_decode.ipynb #4fe70b64
-def _mean(old: float | None, new: float, weight: float = 0.3) -> float: return new if old is None else (1 - weight) * old + weight * new  # a running mean of times
-
 class KeptCaches:
     "The caches of rows that ended, for follow-ups: a prompt starts from the one that shares its longest start; past `budget` bytes the least recently used go."
     def __init__(self, rows: DirectRows | EagerRows, # makes, measures and judges the caches
@@ -350,6 +351,12 @@ class KeptCaches:
         while len(self.entries) > 1 and sum(self.rows.size(c) for _, c in self.entries) > self.budget: self.entries.pop(0)
 
 # %% ../nbs/04d_decode.ipynb #11abcb5b
+_OPEN = weakref.WeakSet()  # every `RowQueue` that may run a step: each is closed before the interpreter ends
+
+@atexit.register
+def _close_all():
+    for q in list(_OPEN): q.close()
+
 class RowQueue:
     "Rows waiting for a batch, and the one thread that runs it: between two turns, rows join while fewer than `max_batch` run."
     IDLE = 30.0  # seconds without a row after which the thread ends (the next row starts another)
@@ -358,11 +365,13 @@ class RowQueue:
                  keep_bytes: int = 2**30, # what the caches kept for follow-ups hold at most (`KeptCaches`)
                  ):
         self.rows, self.max_batch, self.kept = rows, max_batch, KeptCaches(rows, keep_bytes)
-        self.waiting, self.running, self.wake, self.thread = deque(), [], threading.Condition(), None
+        self.waiting, self.running, self.wake, self.thread, self.closed = deque(), [], threading.Condition(), None, False
+        _OPEN.add(self)
 
     def submit(self, row: Row):
         "Queue `row`: it joins the batch at a step when there is room; read its tokens from it."
         with self.wake:
+            if self.closed: return row.end('error', UserError('The batch is closed: the engine is stopping.'))
             self.waiting.append(row); self.wake.notify()
             if self.thread is None: self.thread = threading.Thread(target=self._run, name='batch', daemon=True); self.thread.start()
 
@@ -370,8 +379,11 @@ class RowQueue:
         with torch.inference_mode():
             while True:
                 with self.wake:
-                    while not self.waiting and not self.running:
+                    while not self.waiting and not self.running and not self.closed:
                         if not self.wake.wait(self.IDLE): self.thread = None; return  # `submit` starts another
+                    if self.closed:
+                        for r in [*self.waiting, *self.running]: r.end('cancel')
+                        self.waiting.clear(); self.running = []; self.thread = None; return
                     for r in [r for r in self.waiting if r.gone]: self.waiting.remove(r); r.end('cancel')
                     joining = [self.waiting.popleft() for _ in range(min(len(self.waiting), self.max_batch - len(self.running)))]
                 for r in joining: self._join(r)
@@ -379,6 +391,11 @@ class RowQueue:
                 except Exception as e:  # a fault of the batcher's own: its readers get it, rather than wait for ever
                     for r in self.running: r.end('error', e)
                     self.running = []
+
+    def close(self, wait: float = 30.0): # seconds to wait for the step under way
+        "End every row as cancelled and stop the thread once the step under way is done; later rows are refused."
+        with self.wake: self.closed, thread = True, self.thread; self.wake.notify()
+        if thread is not None and thread is not threading.current_thread(): thread.join(wait)
 
     def _join(self, row: Row):
         "`row` runs from the next turn, its cache the kept one that holds most of its prompt (or a new one)."
@@ -399,10 +416,12 @@ class Batcher(RowQueue):
     "Decodes many `Row`s on one thread: every step advances each running row by a token; rows join and leave between steps."
     CHUNK = 64  # prompt tokens a joining row reads in a step beside decoding rows: its first chunk, and the least one (see above)
     GAP = 2.5  # then as many as keep that step within this many times a step without them: the decoding rows' gap meanwhile
+    RAMP = 4  # a chunk is at most this many times the last
     def __init__(self, *args, **kw): # as `RowQueue`
         super().__init__(*args, **kw)
         self.widths = Counter()  # steps, by the decoding rows they ran
-        self.chunk, self.step_s, self.token_s = None, None, None  # a fixed chunk (None: sized by time); a step's seconds, a prompt token's
+        self.chunk, self.token_s = None, None  # a fixed chunk (None: sized by time); a prompt token's seconds in a step
+        self.plain = deque(maxlen=9)  # the seconds of the last steps without a chunk
         self.last = 0  # the last chunk's tokens
 
     def _turn(self):
@@ -431,17 +450,22 @@ class Batcher(RowQueue):
                 if r.read == len(r.prompt) and (how := r.give(r.choose(logits[i:i + 1]))): self._finish(r, how)
             except Exception as e: self._finish(r, 'error', e)
 
+    @property
+    def step_s(self) -> float | None: return statistics.median(self.plain) if self.plain else None  # a step's seconds, a slowed one aside
+
     def _timed(self, seconds: float, decoding: int, n: int, first: bool): # first: `n` are a prompt's first tokens read
-        "Learn from a step's time: a step's alone, or what `n` prompt tokens added to one (from a prompt's first chunk on, its own times only)."
-        if not n: self.step_s = _mean(self.step_s, seconds)
-        elif decoding and self.step_s is not None: self.token_s = _mean(None if first else self.token_s, max(seconds - self.step_s, 0.0) / n, 0.5)
+        "Learn from a step's time: a plain step's, or what `n` prompt tokens added to one (this prompt's quickest chunk, from its first on)."
+        if not n: self.plain.append(seconds)
+        elif decoding and self.plain:  # other work only ever slows a step: the quickest of this prompt's chunks tells best
+            cost = max(seconds - self.step_s, 0.0) / n
+            self.token_s = cost if first or self.token_s is None else min(self.token_s, cost)
 
     def _chunk(self, row: Row) -> int: # the joining row
-        "Prompt tokens of `row` to read in this step beside decoding rows: `chunk`, else the rest in the fewest equal chunks that keep a step within `GAP` steps' time (`CHUNK` at least), the first `CHUNK` at most and each at most twice the last."
+        "Prompt tokens of `row` to read in this step beside decoding rows: `chunk`, else the rest in the fewest equal chunks that keep a step within `GAP` steps' time (`CHUNK` at least), the first `CHUNK` at most and each at most `RAMP` times the last."
         left = len(row.prompt) - row.read
         if self.chunk: return min(left, self.chunk)
-        most = self.CHUNK if row.read == row.reused else 2 * self.last  # times measured under another load may mislead: ramp up
-        if self.step_s is not None and self.token_s is not None:
+        most = self.CHUNK if row.read == row.reused else self.RAMP * self.last  # the first chunk is timed before more is read
+        if self.plain and self.token_s is not None:
             most = min(most, max(self.CHUNK, int((self.GAP - 1) * self.step_s / max(self.token_s, 1e-9))))
         chunks = -(-left // most)  # the fewest chunks of at most `most` tokens (a ceiling division)
         return -(-left // chunks)  # and each of them equal, the last a little shorter

@@ -2,8 +2,11 @@
 products taken together, rows joining and leaving mid-way), and app streams sent at once to a real connector whose
 demo model decodes them together, against one that decodes them one at a time (`--max-batch 1`)."""
 import json
+from collections import Counter
 import math
 import statistics
+import subprocess
+import sys
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -87,34 +90,41 @@ def test_a_prompt_read_in_chunks_beside_running_rows_gives_its_reply_alone(wide)
 class SleepyRows:
     "A batch's model stand-in whose step takes 40 ms, plus 0.5 ms a prompt token read: steps timed as a CPU times them, without a model."
     model = SimpleNamespace(device=torch.device('cpu'))
-    def __init__(self): self.log = []  # (rows, prompt tokens, seconds) of every step
+    def __init__(self, slow: dict | None = None): # ('chunk' or 'plain', k) -> seconds other work adds to the k-th such step
+        self.log, self.slow, self.seen = [], slow or {}, Counter()  # (rows, prompt tokens, seconds) of every step
     def new(self): return None
     def keeps(self, cache): return False
     def step(self, caches, ids):
         n, t0 = sum(len(x) for x in ids if len(x) > 1), time.perf_counter()
-        time.sleep(0.04 + 0.0005 * n)
+        kind = 'chunk' if n > 8 else 'plain' if len(ids) > 1 and n == 0 else None  # a long prompt's chunk; a step of 2 decoding rows
+        if kind: self.seen[kind] += 1
+        time.sleep(0.04 + 0.0005 * n + self.slow.get((kind, self.seen[kind]), 0))
         self.log.append((len(ids), n, time.perf_counter() - t0))
         return torch.zeros(len(ids), 8)
 
 
-def test_a_long_prompt_joins_in_chunks_that_keep_the_running_rows_gap_within_gap_steps():
-    rows = SleepyRows(); batcher = Batcher(rows, max_batch=3)
+@pytest.mark.parametrize('slow', [{}, {('chunk', 1): 0.3}, {('chunk', 2): 0.3}, {('plain', 3): 0.3}],
+                         ids=['quiet', 'first chunk slowed', 'second chunk slowed', 'a plain step slowed'])
+def test_a_long_prompt_joins_in_chunks_that_keep_the_running_rows_gap_within_gap_steps(slow):
+    "Chunks within GAP steps, from an estimate 20 times too small; a step slowed by other work (7.5 steps more) neither shrinks nor swells the chunks after it."
+    rows = SleepyRows(slow); batcher = Batcher(rows, max_batch=3)
     running = [Row([1, 2], greedy, 80, threading.Event()) for _ in range(2)]
     for r in running: batcher.submit(r)
     heads = [iter(r) for r in running]
     for h in heads: next(h); next(h)  # both decode
-    while sum(1 for w, n, _ in rows.log if w == 2 and n == 0) < 3: time.sleep(0.01)
+    while rows.seen['plain'] < 4: time.sleep(0.01)
     batcher.token_s = 0.0005 / 20  # an estimate from a lighter load: a prompt token's time twenty times too small
-    late = Row(list(range(3, 403)), greedy, 1, threading.Event()); batcher.submit(late)
+    late = Row(list(range(3, 1003)), greedy, 1, threading.Event()); batcher.submit(late)
     assert len(list(late)) == 1
     for r in running: r.leave(); list(r)
     plain = statistics.median(t for w, n, t in rows.log if w == 2 and n == 0)
     chunks = [(n, t) for w, n, t in rows.log if w == 3]
     sizes = [n for n, _ in chunks]
-    assert sum(sizes) == 400 and sizes[0] <= Batcher.CHUNK and all(b <= 2 * a for a, b in zip(sizes, sizes[1:])), sizes
-    assert max(t for _, t in chunks) <= 1.15 * Batcher.GAP * plain, (plain, chunks)  # the running rows' gap
-    fewest = math.ceil(400 * 0.0005 / ((Batcher.GAP - 1) * 0.04))  # chunks of (GAP - 1) steps' time
-    assert len(chunks) <= fewest + 2, (fewest, sizes)  # the ramp from CHUNK costs two at most
+    assert sum(sizes) == 1000 and sizes[0] <= Batcher.CHUNK and all(b <= Batcher.RAMP * a for a, b in zip(sizes, sizes[1:])), sizes
+    slowed = {k for kind, k in slow if kind == 'chunk'}
+    assert max(t for i, (_, t) in enumerate(chunks, 1) if i not in slowed) <= 1.15 * Batcher.GAP * plain, (plain, chunks)  # the running rows' gap
+    fewest = math.ceil(1000 * 0.0005 / ((Batcher.GAP - 1) * 0.04))  # chunks of (GAP - 1) steps' time
+    assert len(chunks) <= fewest + 1, (fewest, sizes)  # the first chunk, timed before the rest, costs one more at most
 
 
 def streams(base: str, messages: list[str], settings: dict) -> list[str]:
@@ -145,3 +155,39 @@ def test_app_streams_at_once_get_the_replies_of_a_connector_that_writes_one_at_a
         assert health_s < 1 and cancel_s < 2, (health_s, cancel_s)  # generous: at once
     finally:
         for p in (batched, serial): p.kill(); p.wait()
+
+
+def test_closing_a_batch_cancels_its_rows_and_refuses_more(wide):
+    batcher = Batcher(DirectRows(wide), max_batch=1)
+    rows = [Row([5, 6, 7], greedy, 10_000, threading.Event()) for _ in range(2)]  # the second waits for room
+    for r in rows: batcher.submit(r)
+    head = iter(rows[0]); next(head)
+    batcher.close()
+    assert not batcher.thread and [r.ended for r in rows] == ['cancel', 'cancel']
+    late = Row([5], greedy, 3, threading.Event()); batcher.submit(late)
+    with pytest.raises(Exception, match='the engine is stopping'): list(late)
+
+
+EXITS_MID_BATCH = '''
+import threading, time, torch
+from fc_chatglm.chatglm2 import CHATGLM2_6B_CONFIG, random_chatglm2
+from fc_chatglm.decode import Batcher, DirectRows, Row
+from fc_chatglm.speedups import prepare
+with torch.inference_mode():
+    small = {**CHATGLM2_6B_CONFIG, 'num_layers': 2, 'hidden_size': 512, 'ffn_hidden_size': 1024, 'kv_channels': 64,
+             'num_attention_heads': 8, 'padded_vocab_size': 1024}
+    model = prepare(random_chatglm2(small, seed=1), 'cpu', torch.float32)
+batcher = Batcher(DirectRows(model), max_batch=4)
+rows = [Row(list(range(5, 40)), lambda logits: logits.argmax(-1), 10_000, threading.Event()) for _ in range(3)]
+for r in rows: batcher.submit(r)
+tokens = iter(rows[0]); [next(tokens) for _ in range(3)]
+time.sleep(0.2)
+print('the script ends while its batch steps')
+'''
+
+def test_a_process_that_ends_while_its_batch_steps_exits_cleanly(tmp_path):
+    "Without the batch closed at exit, the batch thread is torn down inside a step: 'terminate called without an active exception', status 134."
+    script = tmp_path/'exits.py'; script.write_text(EXITS_MID_BATCH)
+    done = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=120)
+    assert (done.returncode, 'terminate' in done.stderr) == (0, False), done.stderr[-2000:]
+    assert 'the script ends' in done.stdout
