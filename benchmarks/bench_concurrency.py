@@ -5,6 +5,8 @@ engine called directly, the app's streaming chat route of a real connector proce
     nice -n 19 python benchmarks/bench_concurrency.py --quick        # demo and wide-bf16, 8 tokens a stream: a few minutes on 2 cores
     nice -n 19 python benchmarks/bench_concurrency.py [--models demo,wide-bf16,wide-8bit] [--paths engine,app,v1]
         [--tokens 32] [--streams 1,2,4,8,16] [--cache DIR]
+    nice -n 19 python benchmarks/bench_concurrency.py --models wide-bf16 --paths engine --streams 1 --tokens 8 \
+        --arrival-tokens 300,1000 --arrival-rounds 3 --chunk-costs            # where a newcomer's first token goes
 
 Paths. `engine`: each stream is a thread calling the engine's `generate`, as the server's `Worker` runs a request; a
 token's time is when its row's chooser picks it (a `constrain` wrapper that only records the time). `app`: each stream
@@ -18,7 +20,8 @@ model, started as the app starts one: `--max-batch 1` (serial) and `--max-batch 
 Per configuration: aggregate new tokens per second (all streams' tokens over the wall time), each stream's
 first-token time (p50, p99) and the gaps between a stream's tokens (p50, p99). Then, on the engine: one stream alone,
 serial and batched engines interleaved (the one-user ratio), and a long prompt (about 1,000 tokens) arriving while
-four streams run, with where its first-token time goes (see `arrival`).
+four streams run, with where its first-token time goes (see `arrival`; `--arrival-tokens` takes several lengths and
+`--arrival-rounds` repeats them); with `--chunk-costs`, what chunks of prompt cost alone and beside four decoding rows.
 
 Models: `demo` (the 2-layer toy; the connector's `--demo` is the same model), `wide-bf16` (a random ChatGLM2 of the
 6B's width, 2 layers, bfloat16, its full 65,024-token vocabulary, written once as a checkpoint folder that the
@@ -212,6 +215,34 @@ def arrival(engine, words: int, running: int = 4, tokens: int = 96) -> dict:
             'worst gap after ratio': max(after) / usual if after else float('nan')}
 
 
+def chunk_costs(engine, sizes=(64, 128, 192, 256, 512), running: int = 4, repeats: int = 5) -> list[dict]:
+    """What a chunk of prompt costs: `n` prompt tokens read alone, and beside `running` decoding rows in one batch
+    step, in plain steps of those rows (the fastest of `repeats`); and the first token's delay that chunking adds."""
+    rows, V = engine.batcher.rows, 1000
+    best = lambda f: min(timed(f) for _ in range(repeats))
+    def timed(f): t = time.perf_counter(); f(); return time.perf_counter() - t
+    with torch.inference_mode():
+        dec = []
+        for i in range(running):
+            c = rows.new(); rows.prefill(c, [i + 5] * 40); dec.append(c)
+        one = lambda: [torch.tensor([7]) for _ in dec]
+        def step(extra=None, ids=None):
+            rows.step(dec + ([extra] if extra else []), one() + ([ids] if extra else []))
+            for c in dec: c.crop(-1)
+        plain = best(step)
+        out = []
+        for n in sizes:
+            j = rows.new(); rows.prefill(j, [9] * 20); ids = torch.arange(10, 10 + n)
+            def alone(): rows.step([j], [ids]); j.crop(-n)
+            def beside(): step(j, ids); j.crop(-n)
+            a, b = best(alone), best(beside)
+            out.append({'chunk tokens': n, 'alone steps': a / plain, 'beside steps': b / plain, 'beside - alone': (b - a) / plain,
+                        'ms a token beside': 1000 * (b - plain) / n})
+    print(f'\nchunk costs ({running} decoding rows; a plain step {1000 * plain:.3g} ms; fastest of {repeats}):\n')
+    table(out, list(out[0]))
+    return out
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument('--models', default='demo,wide-bf16')
@@ -220,7 +251,9 @@ def main():
     ap.add_argument('--streams', default='1,2,4,8,16')
     ap.add_argument('--single', type=int, default=96, help='tokens of the one-user comparison')
     ap.add_argument('--rounds', type=int, default=3, help='rounds of the one-user comparison')
-    ap.add_argument('--arrival-tokens', type=int, default=1000, help='the arriving prompt\'s length, about')
+    ap.add_argument('--arrival-tokens', default='1000', help='the arriving prompt\'s length, about; several: 300,1000')
+    ap.add_argument('--arrival-rounds', type=int, default=1, help='arrivals of each length, one after another')
+    ap.add_argument('--chunk-costs', action='store_true', help='also time chunks of prompt alone and beside four decoding rows')
     ap.add_argument('--quick', action='store_true', help='demo and wide-bf16, 8 tokens a stream, one round: a few minutes on 2 cores')
     ap.add_argument('--cache', type=Path, help='keep the checkpoint written for the wide models here (default: a temporary folder)')
     a = ap.parse_args()
@@ -272,13 +305,15 @@ def main():
                 s, b = statistics.median(one['serial']), statistics.median(one['batched'])
                 print(f'\none stream, {a.single} tokens, median of {a.rounds} interleaved: serial {s:.4g} tok/s, batched engine {b:.4g} tok/s, '
                       f'ratio batched/serial {b / s:.3f}')
-                r = arrival(engines['batched'], words_for(engines['batched'], a.arrival_tokens))
-                print(f"a {r['prompt tokens']}-token prompt arriving while 4 streams run: first token after {r['first s']:.3g} s, "
-                      f"alone {r['alone s']:.3g} s; the usual step {r['step ms']:.3g} ms, so {r['over alone steps']:.1f} steps over its prompt time: "
-                      f"{r['chunks']} chunk steps (each also a step of the running streams) and {r['left steps']:.2f} steps besides "
-                      f"(the wait for the step under way {r['wait ms']:.3g} ms). Chunks (tokens): {r['chunk tokens']}; their steps in usual "
-                      f"steps: {r['chunk steps']}. Running streams: usual gap {r['usual gap ms']:.3g} ms, worst during the arrival "
-                      f"{r['worst gap ratio']:.2f}x their usual gap (as many gaps after it, no arrival: worst {r['worst gap after ratio']:.2f}x)")
+                if a.chunk_costs: chunk_costs(engines['batched'])
+                for tokens in [int(t) for t in a.arrival_tokens.split(',')] * a.arrival_rounds:
+                    r = arrival(engines['batched'], words_for(engines['batched'], tokens))
+                    print(f"a {r['prompt tokens']}-token prompt arriving while 4 streams run: first token after {r['first s']:.3g} s, "
+                          f"alone {r['alone s']:.3g} s; the usual step {r['step ms']:.3g} ms, so {r['over alone steps']:.1f} steps over its prompt time: "
+                          f"{r['chunks']} chunk steps (each also a step of the running streams) and {r['left steps']:.2f} steps besides "
+                          f"(the wait for the step under way {r['wait ms']:.3g} ms). Chunks (tokens): {r['chunk tokens']}; their steps in usual "
+                          f"steps: {r['chunk steps']}. Running streams: usual gap {r['usual gap ms']:.3g} ms, worst during the arrival "
+                          f"{r['worst gap ratio']:.2f}x their usual gap (as many gaps after it, no arrival: worst {r['worst gap after ratio']:.2f}x)")
             del engines
 
 
