@@ -336,6 +336,7 @@ def add_health(app: FastAPI):
         e = host.engine
         return {'status': host.status, 'progress': round(host.progress, 3), 'detail': host.detail, 'error': host.error,
                 'model': e.name if e else None, 'decode': e.decode if e else None,  # eager, direct, graph or compile; None: not in this process
+                'max_batch': getattr(e, 'max_batch', None),  # replies decoded together at most (`TransformersEngine.batch`)
                 'streams': len(worker.streams), 'waiting': worker.waiting, 'embedding': app.state.embeddings.health(),
                 **({'upstream': own} if e and (own := e.health()) is not None else {})}  # an upstream engine's state (`07c_upstream`)
 

@@ -141,6 +141,7 @@ def test_app_streams_at_once_get_the_replies_of_a_connector_that_writes_one_at_a
     serial, base_s = start_connector('--demo', '--embedding', 'off', '--max-batch', '1')
     try:
         wait_ready(base_b, proc=batched); wait_ready(base_s, proc=serial)
+        assert [httpx.get(b + '/health').json()['max_batch'] for b in (base_b, base_s)] == [4, 1]
         messages, settings = ['Hi', 'Tell me a story about the park', 'word ' * 25, '你好', 'Why?'], {'temperature': 0, 'maxResponseTokens': 24}
         got, want = streams(base_b, messages, settings), streams(base_s, messages, settings)
         assert got == want and all(got), (got, want)
