@@ -12,6 +12,7 @@ __all__ = ['log', 'MULTILINGUAL', 'MULTILINGUAL_PLAIN', 'USEM3', 'HYBRID', 'BUND
 
 # %% ../nbs/06a_embed.ipynb #83232150
 import asyncio
+import atexit
 import base64
 import hashlib
 import logging
@@ -21,6 +22,7 @@ import re
 import threading
 import time
 import unicodedata
+import weakref
 from collections import Counter, deque
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -428,6 +430,12 @@ class _Job:
     loop: asyncio.AbstractEventLoop
     left: bool = False  # its client has left
 
+_QUEUES = weakref.WeakSet()  # every `EmbedQueue`: each is closed before the interpreter ends
+
+@atexit.register
+def _close_queues():
+    for q in list(_QUEUES): q.close()
+
 class EmbedQueue:
     "Embedding requests in arrival order, computed on one thread several at a time, bounded by the wait they would mean."
     def __init__(self, embeddings, # what computes: its `embed_many(texts, stop)`
@@ -439,6 +447,8 @@ class EmbedQueue:
         self.cv = threading.Condition()
         self.thread: threading.Thread | None = None
         self.closed = False
+        self.current: list[_Job] = []  # the step under way
+        _QUEUES.add(self)
 
     @property
     def pace(self) -> float | None:
@@ -489,14 +499,19 @@ class EmbedQueue:
                 batch, size = [], 0
                 while self.jobs and (not batch or size + self.jobs[0].chars <= self.batch_chars):
                     j = self.jobs.popleft(); self.queued -= j.chars; batch.append(j); size += j.chars
+                self.current = batch
             try: self.step(batch, size)
             except Exception: log.exception('embedding queue')  # never the thread's end: the next step runs
+            finally: self.current = []
 
     def step(self, batch: list[_Job], size: int):
         "Compute `batch` in one pass; if that fails, each request alone, so a failure stays with its own request."
         ready, t0 = self.embeddings.status == 'ready', time.perf_counter()
         try: vectors = self.embeddings.embed_many([t for j in batch for t in j.texts], lambda: all(j.left for j in batch))
-        except Stopped: return
+        except Stopped:
+            if self.closed:
+                for j in batch: self.settle(j, error=EmbedError('The connector is stopping.', 503))
+            return
         except Exception as e:
             if len(batch) > 1:
                 for j in batch: self.step([j], j.chars)
@@ -516,13 +531,16 @@ class EmbedQueue:
         try: job.loop.call_soon_threadsafe(put)
         except RuntimeError: pass  # its loop has closed: nobody waits
 
-    def close(self):
-        "Refuse every waiting request and stop the thread after its step."
+    def close(self, wait: float = 30.0): # seconds to wait for the step under way to stop
+        "Refuse every waiting request, stop the step under way between its passes, and wait for the thread to end."
         with self.cv:
             self.closed = True
             for j in self.jobs: self.settle(j, error=EmbedError('The connector is stopping.', 503))
             self.jobs.clear(); self.queued = 0
+            for j in self.current: j.left = True  # its requests are refused as it stops
             self.cv.notify_all()
+            thread = self.thread
+        if thread is not None and thread is not threading.current_thread(): thread.join(wait)
 
     def health(self) -> dict:
         "Requests and characters waiting, and the measured pace (characters per second)."

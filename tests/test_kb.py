@@ -2,6 +2,8 @@
 time, each the raw text of one chunk as a `text/plain; charset=utf-8` body with a Content-Length (nbs/protocol.md,
 "Embedding"). A non-2xx answer fails that file's import, so every request must succeed, with the vector it would get
 alone, all of one length."""
+import subprocess
+import sys
 import threading
 import time
 
@@ -111,3 +113,22 @@ def test_a_client_that_leaves_takes_its_work_with_it(base):
         short = time.perf_counter() - t0
     assert short < alone / 2, (short, alone)
     print(f'one long text alone {alone:.1f} s; a short one after three clients left with theirs: {short:.1f} s')
+
+
+EXITS_MID_STEP = '''
+import asyncio
+from fc_chatglm.embed import Embeddings
+embeddings = Embeddings('minilm', device='cpu'); embeddings.embed('warm up')  # a torch model: its steps run in C++
+async def main():
+    asyncio.ensure_future(embeddings.aembed(['The quick brown fox jumps over the lazy dog. ' * 40] * 300))
+    await asyncio.sleep(1.0)
+    print('the script ends while its embedder computes')
+asyncio.run(main())
+'''
+
+def test_a_process_that_ends_while_the_embedder_computes_exits_cleanly(tmp_path):
+    "Without the queue closed at exit, its thread is torn down inside a torch step: 'terminate called without an active exception', status 134."
+    script = tmp_path/'exits.py'; script.write_text(EXITS_MID_STEP)
+    done = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=300)
+    assert (done.returncode, 'terminate' in done.stderr) == (0, False), done.stderr[-2000:]
+    assert 'the script ends' in done.stdout
