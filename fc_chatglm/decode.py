@@ -420,7 +420,7 @@ class Batcher(RowQueue):
     def __init__(self, *args, **kw): # as `RowQueue`
         super().__init__(*args, **kw)
         self.widths = Counter()  # steps, by the decoding rows they ran
-        self.chunk, self.token_s = None, None  # a fixed chunk (None: sized by time); a prompt token's seconds in a step
+        self.chunk, self.costs = None, []  # a fixed chunk (None: sized by time); a prompt token's seconds in this prompt's chunks
         self.plain = deque(maxlen=9)  # the seconds of the last steps without a chunk
         self.last = 0  # the last chunk's tokens
 
@@ -453,12 +453,16 @@ class Batcher(RowQueue):
     @property
     def step_s(self) -> float | None: return statistics.median(self.plain) if self.plain else None  # a step's seconds, a slowed one aside
 
+    @property
+    def token_s(self) -> float | None: # a prompt token's seconds in the next chunk
+        "The median of this prompt's last three chunks' costs (of two, the lower): a slowed step aside, and the rise as the prompt grows followed."
+        last = sorted(self.costs[-3:])
+        return last[(len(last) - 1) // 2] if last else None
+
     def _timed(self, seconds: float, decoding: int, n: int, first: bool): # first: `n` are a prompt's first tokens read
-        "Learn from a step's time: a plain step's, or what `n` prompt tokens added to one (this prompt's quickest chunk, from its first on)."
+        "Learn from a step's time: a plain step's, or what `n` prompt tokens added to one (from a prompt's first chunk on, its own times only)."
         if not n: self.plain.append(seconds)
-        elif decoding and self.plain:  # other work only ever slows a step: the quickest of this prompt's chunks tells best
-            cost = max(seconds - self.step_s, 0.0) / n
-            self.token_s = cost if first or self.token_s is None else min(self.token_s, cost)
+        elif decoding and self.plain: self.costs = ([] if first else self.costs[-2:]) + [max(seconds - self.step_s, 0.0) / n]
 
     def _chunk(self, row: Row) -> int: # the joining row
         "Prompt tokens of `row` to read in this step beside decoding rows: `chunk`, else the rest in the fewest equal chunks that keep a step within `GAP` steps' time (`CHUNK` at least), the first `CHUNK` at most and each at most `RAMP` times the last."

@@ -113,7 +113,7 @@ def test_a_long_prompt_joins_in_chunks_that_keep_the_running_rows_gap_within_gap
     heads = [iter(r) for r in running]
     for h in heads: next(h); next(h)  # both decode
     while rows.seen['plain'] < 4: time.sleep(0.01)
-    batcher.token_s = 0.0005 / 20  # an estimate from a lighter load: a prompt token's time twenty times too small
+    batcher.costs = [0.0005 / 20] * 3  # an estimate from a lighter load: a prompt token's time twenty times too small
     late = Row(list(range(3, 1003)), greedy, 1, threading.Event()); batcher.submit(late)
     assert len(list(late)) == 1
     for r in running: r.leave(); list(r)
