@@ -164,8 +164,9 @@ def test_disconnect_cancels(base, client):
 def test_app_and_openai_share_the_queue(base, client):
     "The app's requests and OpenAI clients' wait in one line, and all are answered."
     results = {}
-    def app_chat(i): results[f'app{i}'] = httpx.post(base + '/chat', json={'message': '你好', 'settings': {'temperature': 0, 'maxResponseTokens': 30}}, timeout=60).json()
-    def oa_chat(i): results[f'oa{i}'] = client.chat.completions.create(model='demo', messages=HELLO, max_tokens=30, temperature=0)
+    # 200 tokens each: long enough that they overlap however slowly the machine starts the threads
+    def app_chat(i): results[f'app{i}'] = httpx.post(base + '/chat', json={'message': '你好', 'settings': {'temperature': 0, 'maxResponseTokens': 200}}, timeout=60).json()
+    def oa_chat(i): results[f'oa{i}'] = client.chat.completions.create(model='demo', messages=HELLO, max_tokens=200, temperature=0)
     threads = [threading.Thread(target=f, args=(i,)) for i in range(3) for f in (app_chat, oa_chat)]
     seen = 0
     for t in threads: t.start()
