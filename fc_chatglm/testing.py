@@ -5,7 +5,7 @@
 # %% auto #0
 __all__ = ['CHECKOUT', 'serve_in_thread', 'app_stream', 'start_connector', 'wait_settled', 'wait_ready', 'ready_connector',
            'peak_rss', 'peak_during', 'openapi_with_bodies', 'brief_schema', 'fuzz', 'serve_demo', 'still_correct',
-           'tiny_chatglm2', 'trace_capture', 'computing_ops']
+           'tiny_chatglm2', 'trace_capture', 'computing_ops', 'ends_cleanly']
 
 # %% ../nbs/90_testing.ipynb #03b13d8f
 import copy
@@ -283,3 +283,15 @@ def computing_ops(graph: 'torch.fx.Graph') -> list[str]:
     skip = {'_unsafe_view', 'scalar_tensor'}  # a view by another name; a number wrapped for the next kernel
     return [n.target._opname for n in graph.nodes if isinstance(n.target, torch._ops.OpOverload)
             and not n.target.is_view and n.target._opname not in skip]
+
+# %% ../nbs/90_testing.ipynb #98dcb51e
+def ends_cleanly(code: str, # the script's source
+                 folder: Path, # where to write it
+                 timeout: float = 300, # seconds it may take
+                 ) -> str: # what it printed
+    "Run `code` as a script in a fresh interpreter; assert it ended with status 0 and no 'terminate called' from C++."
+    script = Path(folder)/'script.py'
+    script.write_text(code, encoding='utf-8')
+    done = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=timeout)
+    assert (done.returncode, 'terminate called' in done.stderr) == (0, False), done.stderr[-2000:]
+    return done.stdout
