@@ -223,7 +223,8 @@ async def lifespan(app: FastAPI):
     "Run the app's `on_start` when the server starts; stop its streams and threads when it stops."
     if app.state.on_start: app.state.on_start()
     yield
-    app.state.worker.shutdown(); app.state.embeddings.shutdown()
+    app.state.worker.shutdown()
+    await asyncio.to_thread(app.state.embeddings.shutdown)  # it waits for the embedding step under way: off the event loop
 
 # %% ../nbs/07_server.ipynb #4a1d02dc
 async def admit(app: FastAPI, # the app: its state holds the host, the worker and the limits
